@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: Apache-2.0
+// bindings/include/tether/nanobind.h: binding tether types with nanobind
+//
+//     #include <tether/nanobind.h>
+//     NB_MODULE(mymod, m) {
+//         tether::init_module();                       // imports tether, checks the ABI
+//         tether::class_<Point>(m, "Point")             // Point derives from tether::Object
+//             .def(tether::init<int64_t>(), "x"_a = 0)  // Point(x) -> make_object<Point>(x)
+//             .def_field("x", &Point::x, "The x coordinate");
+//     }
+//
+// Every path from C++ to Python (getters, returns, containers, callbacks, nb::cast) goes
+// through the casters below, and so through tether::py::wrap(): one wrapper per object.
+#pragma once
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+#include <tether/python.h>
+
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace tether {
+
+template <typename T> struct is_ref : std::false_type {};
+template <typename T> struct is_ref<Ref<T>> : std::true_type { using element = T; };
+
+/// The Python type bound for C++ type T (nullptr if none).
+template <typename T> PyTypeObject *py_type() noexcept {
+    if (PyTypeObject *t = py::type_for(detail::type_index_of<T>()))
+        return t;
+    nanobind::handle h = nanobind::type<T>();
+    return reinterpret_cast<PyTypeObject *>(h.ptr());
+}
+
+} // namespace tether
+
+NAMESPACE_BEGIN(NB_NAMESPACE)
+NAMESPACE_BEGIN(detail)
+
+/// T*, T& and const T& for every T derived from tether::Object. Arguments are checked
+/// against T's Python type; results are the object's one wrapper (never a copy: returning a
+/// tether object by value is a compile error).
+template <typename T>
+struct type_caster<T, enable_if_t<std::is_base_of_v<tether::Object, T>>> : type_caster_base_tag {
+    using Type = T;
+    static constexpr auto Name = const_name<T>();
+    template <typename T_> using Cast = precise_cast_t<T_>;
+
+    T *value = nullptr;
+    PyObject *unusable = nullptr; ///< a moved-from or uninitialized wrapper that was passed
+
+    bool from_python(handle src, uint32_t flags, cleanup_list *) noexcept {
+        PyObject *o = src.ptr();
+        if (o == Py_None) {
+            if (flags & (uint32_t) cast_flags::none_disallowed)
+                return false;
+            value = nullptr;
+            return true;
+        }
+        PyTypeObject *tp = tether::py_type<T>();
+        if (!tp || !PyObject_TypeCheck(o, tp))
+            return false;
+        tether::Object *obj = tether::py::object_of(o);
+        if (!obj)
+            unusable = o; // raise the precise error when the call uses it (below)
+        value = static_cast<T *>(obj); // the Python type check proved the dynamic type
+        return true;
+    }
+
+    template <typename T_>
+    static handle from_cpp(T_ &&v, rv_policy, cleanup_list *) noexcept {
+        static_assert(std::is_pointer_v<std::remove_reference_t<T_>> ||
+                          std::is_lvalue_reference_v<T_>,
+                      "tether objects cannot be returned to Python by value: return a "
+                      "tether::Ref<T>, a T* or a T& to an object made with make_object");
+        const T *p;
+        if constexpr (std::is_pointer_v<std::remove_reference_t<T_>>)
+            p = v;
+        else
+            p = &v;
+        return tether::py::wrap(const_cast<T *>(p), tether::py_type<T>());
+    }
+
+    template <typename T_> bool can_cast() const noexcept {
+        return std::is_pointer_v<T_> || value != nullptr || unusable != nullptr;
+    }
+
+    void ensure_usable() {
+        if (unusable) {
+            tether::py::raise_unusable(unusable);
+            throw python_error();
+        }
+    }
+    operator T *() {
+        ensure_usable();
+        return value;
+    }
+    operator T &() {
+        ensure_usable();
+        return *value;
+    }
+    operator T &&() {
+        ensure_usable();
+        return (T &&) *value;
+    }
+};
+
+/// tether::Ref<T>. Accepts a wrapper (a new strong count) or tether.move(wrapper) (takes the
+/// wrapper's own count and detaches the wrapper: transition T9 in header.h, done only when
+/// the call is really made, so a failed overload never consumes anything).
+template <typename T> struct type_caster<tether::Ref<T>> {
+    using Value = tether::Ref<T>;
+    static constexpr auto Name = make_caster<T>::Name;
+    template <typename T_> using Cast = movable_cast_t<T_>;
+
+    Value value;
+    PyObject *move_src = nullptr;
+
+    bool from_python(handle src, uint32_t flags, cleanup_list *cleanup) noexcept {
+        if (src.ptr() == Py_None) {
+            value.reset();
+            return true;
+        }
+        if (PyObject *target = tether::py::move_token_target(src.ptr())) {
+            PyTypeObject *tp = tether::py_type<T>();
+            if (!tp || !PyObject_TypeCheck(target, tp))
+                return false;
+            move_src = target;
+            return true;
+        }
+        make_caster<T> inner;
+        if (!inner.from_python(src, flags & ~(uint32_t) cast_flags::none_disallowed, cleanup))
+            return false;
+        if (inner.unusable) {
+            move_src = inner.unusable; // reported by take_move() with the precise error
+            return true;
+        }
+        value = Value(inner.value);
+        return true;
+    }
+
+    static handle from_cpp(const Value &v, rv_policy, cleanup_list *) noexcept {
+        return tether::py::wrap(v.get(), tether::py_type<T>());
+    }
+
+    template <typename T_> bool can_cast() const noexcept { return true; }
+
+    void take_move() {
+        if (!move_src)
+            return;
+        PyObject *src = move_src;
+        move_src = nullptr;
+        tether::Object *obj = tether::py::move_out(src);
+        if (!obj)
+            throw python_error();
+        value = Value::adopt(static_cast<T *>(obj));
+    }
+    explicit operator Value *() {
+        take_move();
+        return &value;
+    }
+    explicit operator Value &() {
+        take_move();
+        return value;
+    }
+    explicit operator Value &&() {
+        take_move();
+        return (Value &&) value;
+    }
+};
+
+NAMESPACE_END(detail)
+NAMESPACE_END(NB_NAMESPACE)
+
+namespace tether {
+
+namespace nb = nanobind;
+
+/// Imports tether (the base type and the runtime) into the calling module. Call it first
+/// in every NB_MODULE that binds tether types.
+inline void init_module() {
+    nb::module_::import_("tether._core");
+    if (py::initialize() != 0)
+        throw nb::python_error();
+}
+
+/// `.def(tether::init<Args...>())`: the bound __init__, which makes the object with
+/// make_object<T>(args...) and ties it to the wrapper Python just allocated.
+template <typename... Args> struct init {};
+
+namespace fields {
+
+/// What a field's annotation is, for dataclasses.fields() and typing.get_type_hints().
+template <typename M> nb::object annotation() {
+    if constexpr (is_ref<M>::value) {
+        nb::handle t = reinterpret_cast<PyObject *>(py_type<typename is_ref<M>::element>());
+        return nb::module_::import_("typing").attr("Optional")[t];
+    } else if constexpr (std::is_same_v<M, bool>) {
+        return nb::borrow(reinterpret_cast<PyObject *>(&PyBool_Type));
+    } else if constexpr (std::is_integral_v<M>) {
+        return nb::borrow(reinterpret_cast<PyObject *>(&PyLong_Type));
+    } else if constexpr (std::is_floating_point_v<M>) {
+        return nb::borrow(reinterpret_cast<PyObject *>(&PyFloat_Type));
+    } else if constexpr (std::is_same_v<M, std::string>) {
+        return nb::borrow(reinterpret_cast<PyObject *>(&PyUnicode_Type));
+    } else {
+        using V = typename M::value_type; // std::vector<Ref<U>>
+        nb::handle t = reinterpret_cast<PyObject *>(py_type<typename is_ref<V>::element>());
+        return nb::module_::import_("types").attr("GenericAlias")(
+            nb::handle(reinterpret_cast<PyObject *>(&PyList_Type)), nb::make_tuple(t));
+    }
+}
+
+template <typename T, typename M> struct Field {
+    M T::*member;
+    const char *owner;
+    const char *name;
+    PyGetSetDef def;
+};
+
+template <typename T, typename M> T *self_object(PyObject *self) noexcept {
+    Object *o = py::object_of(self);
+    return o ? static_cast<T *>(o) : nullptr; // the descriptor already checked the type
+}
+
+/// HOT: `a.x`. CPython's getset descriptor calls this directly: no argument parsing and no
+/// overload dispatch, just the object pointer, the member and (for objects) wrap().
+template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
+    auto *f = static_cast<Field<T, M> *>(closure);
+    T *t = self_object<T, M>(self);
+    if (!t)
+        return py::raise_unusable(self);
+    const M &v = t->*(f->member);
+    if constexpr (is_ref<M>::value) {
+        return py::wrap(v.get(), py_type<typename is_ref<M>::element>());
+    } else if constexpr (std::is_same_v<M, bool>) {
+        return PyBool_FromLong(v);
+    } else if constexpr (std::is_integral_v<M> && std::is_signed_v<M>) {
+        return PyLong_FromLongLong((long long) v);
+    } else if constexpr (std::is_integral_v<M>) {
+        return PyLong_FromUnsignedLongLong((unsigned long long) v);
+    } else if constexpr (std::is_floating_point_v<M>) {
+        return PyFloat_FromDouble((double) v);
+    } else {
+        return nb::detail::make_caster<M>::from_cpp(v, nb::rv_policy::copy, nullptr).ptr();
+    }
+}
+
+template <typename T, typename M> int set(PyObject *self, PyObject *value, void *closure) noexcept {
+    auto *f = static_cast<Field<T, M> *>(closure);
+    if (!value) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete field %s.%s", f->owner, f->name);
+        return -1;
+    }
+    T *t = self_object<T, M>(self);
+    if (!t) {
+        py::raise_unusable(self);
+        return -1;
+    }
+    nb::detail::make_caster<M> c;
+    nb::detail::cleanup_list cleanup(self);
+    bool ok = c.from_python(value, (uint32_t) nb::detail::cast_flags::convert, &cleanup);
+    int rv = -1;
+    if (!ok) {
+        nb::str want = nb::str(annotation<M>());
+        PyErr_Format(PyExc_TypeError, "%s.%s: expected %s, got %s", f->owner, f->name,
+                     want.c_str(), Py_TYPE(value)->tp_name);
+    } else {
+        try {
+            t->*(f->member) = c.operator nb::detail::cast_t<M>();
+            rv = 0;
+        } catch (nb::python_error &e) {
+            e.restore();
+        } catch (const std::exception &e) {
+            PyErr_SetString(PyExc_TypeError, e.what());
+        }
+    }
+    cleanup.release();
+    return rv;
+}
+
+} // namespace fields
+
+/// nb::class_ for types derived from tether::Object. Adds the tether type slots (see
+/// bindings/src/type_slots.cpp), tether::init<> constructors and fast fields.
+template <typename T, typename... Extra> class class_ : public nb::class_<T, Extra...> {
+    static_assert(std::is_base_of_v<Object, T>, "tether::class_<T>: T must derive from tether::Object");
+
+public:
+    using Base = nb::class_<T, Extra...>;
+
+    template <typename... Args>
+    class_(nb::handle scope, const char *name, const Args &...args)
+        : Base(scope, name, args...) {
+        PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
+        if (py::install_type(tp, detail::type_index_of<T>()) != 0)
+            throw nb::python_error();
+        nb::setattr(*this, "__tether_fields__", nb::tuple());
+        nb::setattr(*this, "__annotations__", nb::dict());
+    }
+
+    using Base::def;
+
+    /// `T(args...)` makes the object with make_object<T>(args...).
+    template <typename... Args, typename... Extras>
+    class_ &def(init<Args...>, const Extras &...extras) {
+        Base::def(
+            "__init__",
+            [](nb::handle self, Args... args) {
+                PyTypeObject *tp = py_type<T>();
+                if (!PyObject_TypeCheck(self.ptr(), tp))
+                    throw nb::type_error("__init__: self is not an instance of the bound type");
+                Ref<T> obj = make_object<T>(std::forward<Args>(args)...);
+                if (!py::bind_new(self.ptr(), obj.release()))
+                    throw nb::python_error();
+            },
+            extras...);
+        return *this;
+    }
+
+    /// A read/write field stored in T, declared once: the getter/setter pair, its docstring,
+    /// its annotation, and its entry in __tether_fields__ (what pickle, copy and dataclasses
+    /// read).
+    template <typename M>
+    class_ &def_field(const char *name, M T::*member, const char *doc = nullptr) {
+        return add_field(name, member, doc, true);
+    }
+    template <typename M>
+    class_ &def_field_ro(const char *name, M T::*member, const char *doc = nullptr) {
+        return add_field(name, member, doc, false);
+    }
+
+private:
+    template <typename M>
+    class_ &add_field(const char *name, M T::*member, const char *doc, bool writable) {
+        PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
+        auto *f = new fields::Field<T, M>{member, tp->tp_name, name, {}}; // lives with the type
+        f->def = PyGetSetDef{name, &fields::get<T, M>, writable ? &fields::set<T, M> : nullptr,
+                             doc, f};
+        nb::object descr = nb::steal(PyDescr_NewGetSet(tp, &f->def));
+        if (!descr.is_valid())
+            throw nb::python_error();
+        nb::setattr(*this, name, descr);
+        nb::tuple old = nb::borrow<nb::tuple>(nb::getattr(*this, "__tether_fields__"));
+        nb::list names;
+        for (nb::handle h : old)
+            names.append(h);
+        names.append(nb::str(name));
+        nb::setattr(*this, "__tether_fields__", nb::tuple(names));
+        nb::getattr(*this, "__annotations__")[name] = fields::annotation<M>();
+        return *this;
+    }
+};
+
+} // namespace tether

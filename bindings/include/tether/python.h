@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// bindings/include/tether/python.h: the CPython half of tying, exported by libtether_python
+//
+// These functions implement the transitions listed in cpp/include/tether/header.h on the
+// Python side. They use only the CPython API; the nanobind templates in nanobind.h call them.
+// One copy lives in libtether_python, shared by every extension module of the process.
+#pragma once
+
+#include <Python.h>
+#include <tether/tether.h>
+
+namespace tether::py {
+
+/// A tether wrapper: nanobind's nb_inst (24 bytes on GIL builds) followed by the object
+/// pointer, which nanobind reads in its "indirect" mode. The layout of nb_inst is checked
+/// against nanobind at import (see nanobind.h, check_inst_layout()).
+struct InstState {
+    uint8_t state : 2;      // nanobind: 0 uninitialized, 1 relinquished, 2 ready
+    uint8_t direct : 1;     // 0: offset leads to a pointer we store
+    uint8_t internal : 1;   // 0: the object lives outside the wrapper
+    uint8_t destruct : 1;   // 0: nanobind never destroys tether objects
+    uint8_t cpp_delete : 1; // 0: nor deletes them (the block begins before the object)
+    uint8_t intrusive : 1;
+    uint8_t pad : 1;
+    uint8_t clear_keep_alive;
+    uint16_t unused;
+};
+struct Wrapper {
+    PyObject_HEAD
+    int32_t offset;
+    InstState state;
+    Object *object; ///< null while uninitialized and after tether.move()
+};
+static_assert(sizeof(InstState) == 4, "mirrors nanobind's 32-bit nb_inst_state");
+static_assert(offsetof(Wrapper, object) == sizeof(PyObject) + 8,
+              "the object pointer must follow nanobind's nb_inst directly (its indirect mode)");
+
+constexpr uint8_t state_uninitialized = 0, state_relinquished = 1, state_ready = 2;
+
+/// Object behind a wrapper, or nullptr (uninitialized or moved-from). No type check.
+inline Object *object_of(PyObject *self) noexcept {
+    return reinterpret_cast<Wrapper *>(self)->object;
+}
+
+/// Raise the error that says why `self` has no object (moved-from or uninitialized).
+TETHER_API PyObject * raise_unusable(PyObject *self) noexcept;
+
+/// Slow half of wrap(): T1 (fresh wrapper) or T4 (revive). New reference. `type` is the type
+/// the caller needs: a parked wrapper that is not an instance of it is released and replaced
+/// by a fresh one (type mismatch on revive).
+TETHER_API PyObject * wrap_slow(Object *obj, PyTypeObject *type) noexcept;
+
+/// T1/T2/T4: the one wrapper of `obj`, as a new reference. `type` is the Python type to use
+/// for a fresh wrapper when obj's own type has none registered. Returns None for nullptr.
+inline PyObject *wrap(Object *obj, PyTypeObject *type) noexcept {
+    if (!obj)
+        Py_RETURN_NONE;
+    if (ObjectHeader *h = obj->header()) {
+        uintptr_t w = h->load();
+        if (ObjectHeader::state_of(w) == WrapState::Bound) { // T2, HOT: every repeated read
+            PyObject *p = static_cast<PyObject *>(ObjectHeader::wrapper_of(w));
+            Py_INCREF(p);
+            return p;
+        }
+    }
+    return wrap_slow(obj, type);
+}
+
+/// __init__: ties the uninitialized wrapper `self` to a new object (T1 with a given wrapper).
+/// Takes over `obj`'s strong count. Raises TypeError if self is already initialized.
+TETHER_API bool bind_new(PyObject *self, Object *obj) noexcept;
+
+/// T9: detach `self` from its object and return the object's strong count that self held.
+/// Raises and returns nullptr if self has no object.
+TETHER_API Object * move_out(PyObject *self) noexcept;
+
+/// tether.move(x): a token that Ref<T> and T* parameters accept as "take it" (see T9).
+TETHER_API PyObject * make_move_token(PyObject *wrapper) noexcept;
+/// The wrapper inside a move token, or nullptr if `o` is not one. Borrowed.
+TETHER_API PyObject * move_token_target(PyObject *o) noexcept;
+
+/// Makes `type` (a freshly bound nanobind class) a tether type: installs tp_new, tp_dealloc,
+/// tp_finalize and the type call, and records it as the Python type of C++ type `type_index`.
+TETHER_API int install_type(PyTypeObject *type, uint32_t type_index) noexcept;
+
+/// Python type registered for a type index, or nullptr.
+inline PyTypeObject *type_for(uint32_t type_index) noexcept {
+    auto *slot = detail::type_slot(type_index);
+    return slot ? static_cast<PyTypeObject *>(slot->load(std::memory_order_acquire)) : nullptr;
+}
+
+/// Set up the runtime once per process: hooks, the move-token type. Idempotent.
+TETHER_API int initialize() noexcept;
+
+
+/// Counters as a dict: live, bound, parked, orphaned.
+TETHER_API PyObject * stats_dict() noexcept;
+
+} // namespace tether::py

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+// bindings/src/core_module.cpp: tether._core: tether.Object, move(), stats(), header_size()
+#include <tether/nanobind.h>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+/// A concrete type used once at import to check that nanobind reads tether wrappers the way
+/// tether writes them (bindings/include/tether/python.h, struct Wrapper).
+struct LayoutProbe : tether::Object {
+    int64_t value = 0;
+};
+
+void check_inst_layout(nb::module_ &m) {
+    tether::class_<LayoutProbe, tether::Object>(m, "_LayoutProbe")
+        .def(tether::init<>());
+    nb::object probe = m.attr("_LayoutProbe")();
+    tether::Object *ours = tether::py::object_of(probe.ptr());
+    auto [ready, destruct] = nb::inst_state(probe);
+    if (!ours || nb::inst_ptr<tether::Object>(probe) != ours || !ready || destruct)
+        throw nb::import_error(
+            "tether: nanobind's instance layout differs from the one tether was built for "
+            "(see bindings/include/tether/python.h); tether needs nanobind 3.1.x");
+}
+
+} // namespace
+
+NB_MODULE(_core, m) {
+    m.doc() = "tether's extension core: the object base type and the runtime entry points";
+    if (tether::py::initialize() != 0)
+        throw nb::python_error();
+
+    tether::class_<tether::Object>(
+        m, "Object",
+        "Base of every tether object: a C++ object tied to exactly one Python wrapper.\n\n"
+        "While the object lives, every trip to Python yields the same wrapper (same id(), "
+        "type and __dict__), even after all Python references were dropped.");
+
+    check_inst_layout(m);
+
+    m.def(
+        "move",
+        [](nb::handle obj) {
+            PyTypeObject *base = tether::py_type<tether::Object>();
+            if (!PyObject_TypeCheck(obj.ptr(), base))
+                throw nb::type_error(("tether.move() expects a tether object, got " +
+                                      std::string(Py_TYPE(obj.ptr())->tp_name))
+                                         .c_str());
+            if (!tether::py::object_of(obj.ptr())) {
+                tether::py::raise_unusable(obj.ptr());
+                throw nb::python_error();
+            }
+            return nb::steal(tether::py::make_move_token(obj.ptr()));
+        },
+        "obj"_a,
+        "Mark `obj` to be moved into a C++ parameter of type Ref<T>&&. The call detaches "
+        "`obj` from its C++ object; using `obj` afterwards raises ValueError.");
+
+    m.def("stats", [] { return nb::steal(tether::py::stats_dict()); },
+          "Counters: live (C++ objects), bound (live wrappers), parked (wrappers kept for "
+          "objects Python dropped), orphaned (parked wrappers left by a finalized interpreter).");
+
+    m.def("header_size", [] { return tether::header_size<LayoutProbe>(); },
+          "Bytes tether adds in front of an object of ordinary alignment.");
+
+    m.def("abi_version", [] { return tether::abi_version; });
+}

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+// bindings/src/type_slots.cpp: the CPython type slots of tether types (tp_new, the type call,
+// tp_dealloc/tp_finalize installation), the move token, and process-wide setup
+#include "wrapper_internal.h"
+
+#include <atomic>
+
+namespace tether::py {
+
+namespace {
+/// CPython's slot_tp_finalize (what a Python `__del__` installs), learned from a probe class.
+destructor g_python_finalize = nullptr;
+PyObject *g_str_init = nullptr;
+PyTypeObject *g_move_token_type = nullptr;
+std::atomic<bool> g_initialized{false};
+
+struct MoveToken {
+    PyObject_HEAD
+    PyObject *target;
+};
+
+void move_token_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(reinterpret_cast<MoveToken *>(self)->target);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+PyObject *move_token_repr(PyObject *self) {
+    PyObject *t = reinterpret_cast<MoveToken *>(self)->target;
+    return PyUnicode_FromFormat("tether.move(<%s object at %p>)", Py_TYPE(t)->tp_name, t);
+}
+
+PyType_Slot move_token_slots[] = {
+    {Py_tp_dealloc, (void *) move_token_dealloc},
+    {Py_tp_repr, (void *) move_token_repr},
+    {Py_tp_doc, (void *) "What tether.move(x) returns: passes x's object to a C++ Ref<T>&& "
+                         "parameter, which takes it over; x is unusable afterwards."},
+    {0, nullptr},
+};
+PyType_Spec move_token_spec = {"tether.Moved", sizeof(MoveToken), 0, Py_TPFLAGS_DEFAULT,
+                               move_token_slots};
+
+PyObject *tp_new_impl(PyTypeObject *type, PyObject *, PyObject *) {
+    return alloc_wrapper(type);
+}
+
+/// Calling a bound tether type: make the wrapper, then run the bound __init__ on it, which
+/// creates the object with make_object and ties the two (bind_new). Python subclasses do
+/// not use this: CPython's type call runs tp_new_impl and then their own __init__.
+PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t nargsf,
+                          PyObject *kwnames) {
+    PyTypeObject *type = reinterpret_cast<PyTypeObject *>(type_obj);
+    PyObject *init = _PyType_Lookup(type, g_str_init); // borrowed, served by the type cache
+    if (!init || Py_IS_TYPE(init, &PyWrapperDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s: no constructor defined!", type->tp_name);
+        return nullptr;
+    }
+    PyObject *self = alloc_wrapper(type);
+    if (!self)
+        return nullptr;
+
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *rv;
+    if (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) {
+        // The caller lent us args[-1]: put self there (the documented vectorcall contract).
+        PyObject **a = const_cast<PyObject **>(args) - 1;
+        PyObject *saved = a[0];
+        a[0] = self;
+        rv = PyObject_Vectorcall(init, a, (size_t) (nargs + 1), kwnames);
+        a[0] = saved;
+    } else {
+        PyObject *small[8];
+        Py_ssize_t total = nargs + nkw + 1;
+        PyObject **a = total <= 8 ? small
+                                  : static_cast<PyObject **>(PyMem_Malloc(sizeof(PyObject *) * (size_t) total));
+        if (!a) {
+            Py_DECREF(self);
+            return PyErr_NoMemory();
+        }
+        a[0] = self;
+        for (Py_ssize_t i = 0; i < nargs + nkw; ++i)
+            a[i + 1] = args[i];
+        rv = PyObject_Vectorcall(init, a, (size_t) (nargs + 1), kwnames);
+        if (a != small)
+            PyMem_Free(a);
+    }
+    if (!rv) {
+        Py_DECREF(self);
+        return nullptr;
+    }
+    Py_DECREF(rv);
+    return self;
+}
+
+destructor probe_finalizer() {
+    // A throwaway class with __del__ tells us CPython's slot_tp_finalize.
+    PyObject *ns = PyDict_New();
+    if (!ns)
+        return nullptr;
+    PyObject *code = Py_CompileString("def __del__(self): pass", "<tether>", Py_file_input);
+    PyObject *builtins = PyEval_GetBuiltins();
+    if (code)
+        PyDict_SetItemString(ns, "__builtins__", builtins);
+    PyObject *r = code ? PyEval_EvalCode(code, ns, ns) : nullptr;
+    Py_XDECREF(code);
+    Py_XDECREF(r);
+    PyObject *cls = r ? PyObject_CallFunction((PyObject *) &PyType_Type, "s(O)O", "_tether_probe",
+                                              (PyObject *) &PyBaseObject_Type, ns)
+                      : nullptr;
+    Py_DECREF(ns);
+    if (!cls)
+        return nullptr;
+    destructor f = reinterpret_cast<PyTypeObject *>(cls)->tp_finalize;
+    Py_DECREF(cls);
+    return f;
+}
+} // namespace
+
+void adopt_python_subclass(PyTypeObject *type) noexcept {
+    // HOT (a pointer compare per wrapper allocation); the store happens once per class.
+    // A Python subclass inherits tether_finalize unless it defines __del__, which makes
+    // CPython install slot_tp_finalize: wrap that (call_user_finalizer runs the __del__).
+    if (type->tp_finalize != &tether_finalize && type->tp_dealloc != &tether_dealloc)
+        type->tp_finalize = &tether_finalize;
+}
+
+void call_user_finalizer(PyObject *self) noexcept {
+    // slot_tp_finalize looks __del__ up on the type and does nothing without one.
+    if (g_python_finalize && Py_TYPE(self)->tp_dealloc != &tether_dealloc)
+        g_python_finalize(self);
+}
+
+PyObject *make_move_token(PyObject *wrapper) noexcept {
+    PyObject *t = PyType_GenericAlloc(g_move_token_type, 0);
+    if (!t)
+        return nullptr;
+    Py_INCREF(wrapper);
+    reinterpret_cast<MoveToken *>(t)->target = wrapper;
+    return t;
+}
+
+PyObject *move_token_target(PyObject *o) noexcept {
+    return Py_IS_TYPE(o, g_move_token_type) ? reinterpret_cast<MoveToken *>(o)->target : nullptr;
+}
+
+int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
+    auto *slot = detail::type_slot(type_index);
+    if (!slot) {
+        PyErr_SetString(PyExc_RuntimeError, "tether::py::install_type(): bad type index");
+        return -1;
+    }
+    type->tp_new = tp_new_impl;
+    type->tp_dealloc = tether_dealloc;
+    type->tp_finalize = tether_finalize;
+    type->tp_vectorcall = type_vectorcall;
+    // Weak references: one list pointer right after the object pointer (alloc_wrapper).
+    // nanobind gave the type room for a whole T there, so the slot fits.
+    if (type->tp_weaklistoffset == 0 && !PyType_IS_GC(type) &&
+        type->tp_basicsize >= (Py_ssize_t) (sizeof(Wrapper) + sizeof(PyObject *)))
+        type->tp_weaklistoffset = (Py_ssize_t) sizeof(Wrapper);
+    PyType_Modified(type);
+    Py_INCREF(type); // the process-wide table refers to it for as long as the process runs
+    PyObject *old = static_cast<PyObject *>(slot->exchange(type, std::memory_order_acq_rel));
+    (void) old; // a type registered twice: the newest binding wins (the old one stays alive)
+    return 0;
+}
+
+PyObject *stats_dict() noexcept {
+    const Counters &c = detail::counters();
+    return Py_BuildValue("{sLsLsLsL}", "live", (long long) c.live.load(), "bound",
+                         (long long) c.bound.load(), "parked", (long long) c.parked.load(),
+                         "orphaned", (long long) c.orphaned.load());
+}
+
+int initialize() noexcept {
+    if (g_initialized.load(std::memory_order_acquire))
+        return 0;
+    if (!check_abi()) {
+        PyErr_Format(PyExc_ImportError,
+                     "tether: this module was built against tether ABI %u but the loaded "
+                     "libtether has ABI %u; rebuild it against the installed tether",
+                     abi_version, detail::runtime_abi_version());
+        return -1;
+    }
+    g_str_init = PyUnicode_InternFromString("__init__");
+    g_move_token_type = reinterpret_cast<PyTypeObject *>(PyType_FromSpec(&move_token_spec));
+    g_python_finalize = probe_finalizer();
+    if (!g_str_init || !g_move_token_type || !g_python_finalize)
+        return -1;
+    PythonHooks hooks;
+    hooks.release_parked = &release_parked;
+    detail::set_python_hooks(hooks);
+    g_initialized.store(true, std::memory_order_release);
+    return 0;
+}
+
+} // namespace tether::py

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+// cpp/include/tether/alloc.h: make_object<T>: one block holding the prefix header and T
+//
+// See the layout picture in header.h. A type can opt out of the header by declaring
+//     static constexpr bool tether_header = false;
+// It then pays no header bytes, and gives up identity: every trip to Python makes a fresh
+// wrapper (the wrapper still owns a strong count, so nothing dangles).
+#pragma once
+
+#include "ref.h"
+#include "runtime.h"
+
+#include <new>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+namespace tether {
+
+template <typename T, typename = void> struct wants_header : std::true_type {};
+template <typename T>
+struct wants_header<T, std::void_t<decltype(T::tether_header)>>
+    : std::bool_constant<T::tether_header> {};
+
+namespace detail {
+
+struct ObjectAccess {
+    static void init(Object *o, uint32_t type_index, size_t header_distance,
+                     size_t block_distance) noexcept {
+        o->m_type_index = type_index;
+        o->m_header_distance = static_cast<uint16_t>(header_distance);
+        o->m_block_distance = static_cast<uint16_t>(block_distance);
+        o->m_strong.store(1, std::memory_order_relaxed);
+    }
+    static void *block_of(const Object *o) noexcept {
+        return const_cast<char *>(reinterpret_cast<const char *>(o)) - o->m_block_distance;
+    }
+    /// Only for on_last_strong's T6 path: gives the final wrapper deallocation a count.
+    static void set_strong(const Object *o, uint32_t v) noexcept {
+        o->m_strong.store(v, std::memory_order_release);
+    }
+};
+
+template <typename T> uint32_t type_index_of() noexcept {
+    static const uint32_t index =
+        std::is_same_v<T, Object> ? 0 : register_type(typeid(T).name());
+    return index;
+}
+
+} // namespace detail
+
+/// Allocates T with its header in one block and returns the first strong reference.
+template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
+    static_assert(std::is_base_of_v<Object, T>, "make_object<T>: T must derive from tether::Object");
+    static_assert(!std::is_abstract_v<T>, "make_object<T>: T is abstract");
+    static_assert(alignof(T) <= 4096, "make_object<T>: alignment above a page is not supported");
+
+    constexpr bool with_header = wants_header<T>::value;
+    constexpr size_t prefix = with_header ? block_prefix(alignof(T)) : 0;
+    static_assert(prefix + sizeof(T) < 65536,
+                  "make_object<T>: T is too large for the 16-bit block distance in Object");
+
+    char *block = static_cast<char *>(detail::allocate_block(prefix + sizeof(T), alignof(T)));
+    char *storage = block + prefix;
+    if constexpr (with_header)
+        new (storage - sizeof(ObjectHeader)) ObjectHeader();
+
+    T *p;
+    try {
+        p = new (storage) T(std::forward<Args>(args)...);
+    } catch (...) {
+        detail::free_block(block);
+        throw;
+    }
+    Object *o = static_cast<Object *>(p);
+    const char *ob = reinterpret_cast<const char *>(o);
+    detail::ObjectAccess::init(
+        o, detail::type_index_of<T>(),
+        with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0,
+        static_cast<size_t>(ob - block));
+    detail::counters().live.fetch_add(1, std::memory_order_relaxed);
+    return Ref<T>::adopt(p);
+}
+
+/// Bytes the header adds in front of an object of type T.
+template <typename T> constexpr size_t header_size() noexcept {
+    return wants_header<T>::value ? block_prefix(alignof(T)) : 0;
+}
+
+} // namespace tether

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// cpp/include/tether/runtime.h: process-wide state of libtether (type table, counters, hooks)
+//
+// libtether is the one shared library every tether module and host links, so this state
+// exists once per process however many extension modules bind types (issue: downstream use).
+// It never includes Python: the bindings reach it through the hook table below (I5).
+#pragma once
+
+#include "object.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace tether {
+
+/// Bumped whenever the header, Object's layout or the hook table change. A module built
+/// against other headers than the loaded libtether refuses to import (see check_abi()).
+constexpr uint32_t abi_version = 1;
+
+/// Counters for tether.stats(); all relaxed atomics.
+struct Counters {
+    std::atomic<int64_t> live{0};   ///< objects made by make_object and not yet destroyed
+    std::atomic<int64_t> bound{0};  ///< objects in state BOUND
+    std::atomic<int64_t> parked{0}; ///< objects in state PARKED
+    std::atomic<int64_t> orphaned{0}; ///< parked wrappers left behind by a finalized interpreter
+};
+
+/// What the Python side installs. Every entry may be null (no interpreter: plain C++).
+struct PythonHooks {
+    /// The last strong count of `obj` went while its word was PARKED (T6). Return true if
+    /// the hook ran the wrapper's final deallocation, which also destroyed the object (or
+    /// a __del__ resurrected it, T8). Return false when Python can no longer be entered:
+    /// the runtime then orphans the wrapper (T10) and destroys the object itself.
+    bool (*release_parked)(Object *obj) noexcept = nullptr;
+};
+
+namespace detail {
+TETHER_API uint32_t runtime_abi_version() noexcept;
+TETHER_API Counters &counters() noexcept;
+TETHER_API void set_python_hooks(const PythonHooks &hooks) noexcept;
+
+/// Process-wide index for a C++ type, keyed by its mangled name so that every module that
+/// names the same type gets the same index. Index 0 is tether::Object.
+TETHER_API uint32_t register_type(const char *mangled_name) noexcept;
+/// One opaque slot per type index, for the bindings' Python type object.
+TETHER_API std::atomic<void *> *type_slot(uint32_t index) noexcept;
+constexpr uint32_t max_types = 4096;
+
+TETHER_API void *allocate_block(size_t size, size_t align);
+TETHER_API void free_block(void *block) noexcept;
+} // namespace detail
+
+inline const Counters &stats() noexcept { return detail::counters(); }
+
+/// True when the headers this translation unit was built with match the loaded libtether.
+inline bool check_abi() noexcept { return detail::runtime_abi_version() == abi_version; }
+
+} // namespace tether
