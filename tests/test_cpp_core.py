@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The C++ unit tests of the core (cpp/tests/test_core.cpp), built with CMake and run here.
+
+They cover the allocator, counts, alignment and header arithmetic in a process that never
+starts Python, so the pure C++ use of libtether is tested by the same `pytest` command.
+"""
+import shutil
+import subprocess
+
+import pytest
+
+from cmake_build import REPO, configure_and_build, passed_failed
+
+
+@pytest.fixture(scope="module")
+def core_test_binary(tmp_path_factory):
+    build = configure_and_build(REPO / "cpp" / "tests", tmp_path_factory.mktemp("cpp-core"))
+    return build / "test_core"
+
+
+class TestCoreUnitTests:
+    """test_core.cpp: every C++ check passes (layout, counts, weak refs, alignment, padded
+    base, opt-out, throwing constructors, concurrent release, T10 without Python)."""
+
+    def test_all_checks_pass(self, core_test_binary):
+        proc = subprocess.run([str(core_test_binary)], capture_output=True, text=True)
+        passed, failed = passed_failed(proc.stdout)
+        assert (failed, proc.returncode) == (0, 0), proc.stdout + proc.stderr
+        assert passed >= 400, proc.stdout  # the program really ran its cases
+        assert "FAILED" not in proc.stdout + proc.stderr
+
+
+class TestNoInterpreter:
+    """The pure C++ program does not load libpython: the core needs no interpreter."""
+
+    def test_not_linked_to_python(self, core_test_binary):
+        ldd = shutil.which("ldd")
+        if not ldd:
+            pytest.skip("ldd is not available to list the program's libraries")
+        libs = subprocess.run([ldd, str(core_test_binary)], capture_output=True, text=True).stdout
+        assert "libtether.so" in libs
+        assert "libpython" not in libs
