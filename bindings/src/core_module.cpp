@@ -54,7 +54,7 @@ NB_MODULE(_core, m) {
             }
             return nb::steal(tether::py::make_move_token(obj.ptr()));
         },
-        "obj"_a,
+        "obj"_a.none(),
         "Mark `obj` to be moved into a C++ parameter of type Ref<T>&&. The call detaches "
         "`obj` from its C++ object; using `obj` afterwards raises ValueError.");
 

@@ -125,15 +125,25 @@ NB_MODULE(testing, m) {
           }, "outer"_a);
     m.def("as_list", [](Outer &o) { return std::vector<Ref<Inner>>{o.x, o.y}; }, "outer"_a);
     m.def("cast_x", [](Outer &o) { return nb::cast(o.x); }, "outer"_a, "outer.x through nb::cast.");
-    m.def("rewrap",
-          [](Ref<Object> o, nb::type_object cls) {
+    m.def("rewrap_x",
+          [](Outer &o, nb::type_object cls) {
               PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(cls.ptr());
-              PyTypeObject *own = tether::py::type_for(o->type_index());
-              if (!own || !PyType_IsSubtype(tp, own))
-                  throw nb::type_error("rewrap: cls must be a subclass of the object's type");
-              return nb::steal(tether::py::wrap_slow(o.get(), tp));
+              if (!o.x || !PyType_IsSubtype(tp, tether::py_type<Inner>()))
+                  throw nb::type_error("rewrap_x: outer.x must be set and cls a subclass of Inner");
+              return nb::steal(tether::py::wrap_slow(o.x.get(), tp));
           },
-          "obj"_a, "cls"_a, "Wrap obj as `cls`: a parked wrapper of another type is replaced.");
+          "outer"_a, "cls"_a,
+          "outer.x wrapped as `cls` from C++: a parked wrapper that is not a `cls` is replaced.");
+    m.def("keep_until_exit",
+          [](Ref<Object> o) {
+              // Released by static destruction, after the interpreter has finalized.
+              static std::vector<Ref<Object>> *kept = [] {
+                  static std::vector<Ref<Object>> v;
+                  return &v;
+              }();
+              kept->push_back(std::move(o));
+          },
+          "obj"_a, "Keep a C++ reference until the process exits (after Py_Finalize).");
     m.def("make_in_thread",
           [](int64_t n) {
               nb::gil_scoped_release no_gil;

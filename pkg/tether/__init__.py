@@ -7,5 +7,7 @@ instance stored in C++ comes back with its attributes.
 """
 from ._core import Object, abi_version, header_size, move, stats
 
+Object.__module__ = "tether"
+
 __all__ = ["Object", "abi_version", "header_size", "move", "stats"]
 __version__ = "0.1.0"

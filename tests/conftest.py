@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fixtures shared by tether's tests: junk allocation, leak accounting and stats checks."""
+import gc
+
+import pytest
+
+import tether
+from tether import testing as t
+
+
+def collect():
+    for _ in range(3):
+        gc.collect()
+
+
+def junk(cls=t.Inner, n=64):
+    """Allocate same-size objects so that a freed block is reused by something else.
+
+    Called between dropping a wrapper and fetching it again: if tether had freed the wrapper,
+    CPython would hand its block to one of these, and a stable id() could not be faked.
+    """
+    return [cls(0) for _ in range(n)]
+
+
+def assert_stats(**expected):
+    """Check tether.stats() after collecting garbage; counters not named must be zero."""
+    collect()
+    s = tether.stats()
+    want = {"live": 0, "bound": 0, "parked": 0, "orphaned": 0}
+    want.update(expected)
+    assert s == want
+
+
+@pytest.fixture
+def clean():
+    """Each test starts and ends with no tether objects alive or parked."""
+    collect()
+    before = tether.stats()
+    yield
+    collect()
+    after = tether.stats()
+    assert after["live"] == before["live"], (before, after)
+    assert after["parked"] == before["parked"], (before, after)
+    assert after["bound"] == before["bound"], (before, after)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_leaves_nothing_behind():
+    """After the whole suite, live and parked counts are back where they started."""
+    collect()
+    start = tether.stats()
+    yield
+    collect()
+    end = tether.stats()
+    assert (end["live"], end["parked"]) == (start["live"], start["parked"]), (start, end)
