@@ -10,7 +10,7 @@
 //     }
 //
 // Every path from C++ to Python (getters, returns, containers, callbacks, nb::cast) goes
-// through the casters below, and so through tether::py::wrap(): one wrapper per object.
+// through the casters below, and so through tether::wrap(): one wrapper per object.
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -33,6 +33,16 @@ template <typename T> PyTypeObject *py_type() noexcept {
         return t;
     nanobind::handle h = nanobind::type<T>();
     return reinterpret_cast<PyTypeObject *>(h.ptr());
+}
+
+/// The one wrapper of `obj` (see python.h): the type lookup happens only off the hot path.
+template <typename T> PyObject *wrap(T *obj) noexcept {
+    if (!obj)
+        Py_RETURN_NONE;
+    Object *o = obj; // derived-to-base: adjusts the pointer when Object is not the first base
+    if (PyObject *p = py::wrap_bound(o))
+        return p;
+    return py::wrap_slow(o, py_type<T>());
 }
 
 } // namespace tether
@@ -81,7 +91,7 @@ struct type_caster<T, enable_if_t<std::is_base_of_v<tether::Object, T>>> : type_
             p = v;
         else
             p = &v;
-        return tether::py::wrap(const_cast<T *>(p), tether::py_type<T>());
+        return tether::wrap(const_cast<T *>(p));
     }
 
     template <typename T_> bool can_cast() const noexcept {
@@ -143,7 +153,7 @@ template <typename T> struct type_caster<tether::Ref<T>> {
     }
 
     static handle from_cpp(const Value &v, rv_policy, cleanup_list *) noexcept {
-        return tether::py::wrap(v.get(), tether::py_type<T>());
+        return tether::wrap(v.get());
     }
 
     template <typename T_> bool can_cast() const noexcept { return true; }
@@ -235,7 +245,7 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
         return py::raise_unusable(self);
     const M &v = t->*(f->member);
     if constexpr (is_ref<M>::value) {
-        return py::wrap(v.get(), py_type<typename is_ref<M>::element>());
+        return wrap(v.get());
     } else if constexpr (std::is_same_v<M, bool>) {
         return PyBool_FromLong(v);
     } else if constexpr (std::is_integral_v<M> && std::is_signed_v<M>) {

@@ -50,19 +50,27 @@ TETHER_API PyObject * raise_unusable(PyObject *self) noexcept;
 /// by a fresh one (type mismatch on revive).
 TETHER_API PyObject * wrap_slow(Object *obj, PyTypeObject *type) noexcept;
 
-/// T1/T2/T4: the one wrapper of `obj`, as a new reference. `type` is the Python type to use
-/// for a fresh wrapper when obj's own type has none registered. Returns None for nullptr.
-inline PyObject *wrap(Object *obj, PyTypeObject *type) noexcept {
-    if (!obj)
-        Py_RETURN_NONE;
+/// T2 only: the live wrapper of `obj` as a new reference, or nullptr if it has none (then
+/// call wrap_slow). HOT: one load, one compare, one incref; no type lookup.
+inline PyObject *wrap_bound(Object *obj) noexcept {
     if (ObjectHeader *h = obj->header()) {
         uintptr_t w = h->load();
-        if (ObjectHeader::state_of(w) == WrapState::Bound) { // T2, HOT: every repeated read
+        if (ObjectHeader::state_of(w) == WrapState::Bound) {
             PyObject *p = static_cast<PyObject *>(ObjectHeader::wrapper_of(w));
             Py_INCREF(p);
             return p;
         }
     }
+    return nullptr;
+}
+
+/// T1/T2/T4: the one wrapper of `obj`, as a new reference; None for nullptr. `type` is the
+/// type a fresh wrapper needs when obj's own C++ type has no Python type registered.
+inline PyObject *wrap(Object *obj, PyTypeObject *type) noexcept {
+    if (!obj)
+        Py_RETURN_NONE;
+    if (PyObject *p = wrap_bound(obj))
+        return p;
     return wrap_slow(obj, type);
 }
 
