@@ -185,3 +185,56 @@ class TestTypeMismatchOnRevive:
         junk(A)
         back = t.rewrap_x(o, t.Inner)  # A is an Inner: the parked wrapper fits
         assert id(back) == first and type(back) is A
+
+
+class TestBounded:
+    """Parked wrappers exist only for objects C++ still holds: no unbounded growth."""
+
+    def test_1000_distinct_objects(self):
+        outers = [t.Outer(t.Inner(i)) for i in range(1000)]
+        for o in outers:
+            o.x  # made, then parked at once
+        assert tether.stats()["parked"] == 1000
+        for o in outers:  # reading again revives and re-parks the same wrappers
+            o.x
+        assert tether.stats()["parked"] == 1000
+        del outers, o
+        assert tether.stats()["parked"] == 0
+
+    def test_repeated_reads_do_not_grow(self):
+        o = t.Outer(t.Inner(1))
+        for _ in range(1000):
+            o.x
+        assert tether.stats()["parked"] == 1
+
+
+class TestSubclassDepth:
+    """Multi-level Python subclasses and finalizer types tie like any other wrapper."""
+
+    def test_two_level_subclass(self):
+        class A(t.Inner):
+            pass
+
+        class B(A):
+            __slots__ = ("s",)
+
+        b = B(4)
+        b.s, b.d = "slot", "dict"
+        o = t.Outer(b)
+        first = id(b)
+        del b
+        junk(B)
+        back = o.x
+        assert id(back) == first and type(back) is B
+        assert (back.s, back.d, back.value) == ("slot", "dict", 4)
+
+    def test_finalizer_type_identity_across_refetch(self):
+        class D(t.Inner):
+            def __del__(self):
+                pass
+
+        o = t.Outer(D(3))
+        assert o.x is o.x
+        first = id(o.x)
+        junk()
+        assert id(o.x) == first and o.x.value == 3
