@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: Apache-2.0
+"""tether.bench.report: runs every phase and prints the table for people (and the JSON)."""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+
+from . import identity, memory, targets, timing
+
+
+# ---- settings -------------------------------------------------------------------------------
+
+FULL = {"rounds": 100, "target_ms": 5.0, "n_mem": 100_000, "trials": 5, "scale": (1_000, 1_000_000)}
+QUICK = {"rounds": 3, "target_ms": 0.2, "n_mem": 2_000, "trials": 2, "scale": (1_000, 4_000)}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import tether
+    from tether import _peers
+
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "nanobind": ".".join(map(str, _peers.nanobind_version)),
+        "tether": tether.__version__,
+        "tether_abi": tether.abi_version(),
+        "header_bytes": tether.header_size(),
+    }
+
+
+def run(cfg: dict, log=lambda s: None) -> dict:
+    """Every phase; returns the JSON-able results."""
+    import tether
+
+    out: dict = {"machine": machine(), "config": {k: list(v) if isinstance(v, tuple) else v
+                                                  for k, v in cfg.items()}}
+    out["machine"]["timing"] = (f"timeit, statement unrolled x{timing.UNROLL}, gc disabled, "
+                                f"~{cfg['target_ms']} ms per sample, {cfg['rounds']} rounds "
+                                f"round-robin, min (median) over rounds")
+    from .cases import main_cases, scaling_cases
+
+    log("identity ...")
+    out["identity"] = identity.check_all(cfg["trials"])
+    log("main cases ...")
+    times = timing.run(main_cases(), cfg["rounds"], cfg["target_ms"], log)
+    small, big = cfg["scale"]
+    scaling: dict = {}
+    for n in (small, big):  # one population size at a time: nothing of one skews the other
+        log(f"scaling, {n} live objects ...")
+        gc.collect()
+        scaling.update(timing.run(scaling_cases(n), max(3, cfg["rounds"] // 4), cfg["target_ms"], log))
+        gc.collect()
+    log("memory (one fresh interpreter per variant) ...")
+    mem = memory.measure_all(cfg["n_mem"])
+    hb = tether.header_size()
+    checks = targets.evaluate(times, scaling, small, big, mem, out["identity"], hb)
+    out["times"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
+                        "samples_ns": r.samples_ns} for k, r in times.items()}
+    out["scaling"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
+                          "samples_ns": r.samples_ns} for k, r in scaling.items()}
+    out["memory"] = mem
+    out["opt_out"] = targets.opt_out_summary(mem, out["identity"], hb)
+    out["targets"] = [c.as_dict() for c in checks]
+    return out
+
+
+# ---- the table for people --------------------------------------------------------------------
+
+def _yn(b) -> str:
+    return "yes" if b else "no"
+
+
+def render(res: dict) -> str:
+    m, lines = res["machine"], []
+    w = lines.append
+    w("# tether benchmark (python -m tether.bench)")
+    w("")
+    w(f"- machine: {m['cpu']}, {m['nproc']} CPUs, {m['platform']}")
+    w(f"- versions: {m['implementation']} {m['python']}, nanobind {m['nanobind']}, "
+      f"tether {m['tether']} (ABI {m['tether_abi']}, header {m['header_bytes']} B)")
+    w(f"- timing: {m['timing']}; ns per single operation")
+    w("")
+    w("## Targets (ratios within this run)")
+    w("")
+    w("| target | ratio | value | base | ratio | limit | met |")
+    w("|---|---|---:|---:|---:|---:|---|")
+    for c in res["targets"]:
+        u = c["unit"]
+        w(f"| {c['target']} | {c['what']} | {c['value']:.1f} {u} | {c['base']:.1f} {u} | "
+          f"{c['ratio']:.2f} | {c['limit']:.2f} | {'MET' if c['met'] else 'missed'} |")
+    w("")
+    w("## ns per operation")
+    w("")
+    w("| case | what | min | median |")
+    w("|---|---|---:|---:|")
+    for k, r in list(res["times"].items()) + list(res["scaling"].items()):
+        w(f"| {k} | {r['what']} | {r['min_ns']:.1f} | {r['median_ns']:.1f} |")
+    w("")
+    w("## Identity")
+    w("")
+    w("| variant | is-same-while-alive | id-stable-after-drop (junk between) | echo(x) is x |")
+    w("|---|---|---|---|")
+    for v, r in res["identity"].items():
+        echo = _yn(r["echo_is_same"]) if "echo_is_same" in r else "-"
+        w(f"| {v} | {_yn(r['same_while_alive'])} | {_yn(r['id_stable'] == r['trials'])} "
+          f"({r['id_stable']}/{r['trials']}) | {echo} |")
+    w("")
+    w(f"## Bytes per wrapped object ({res['config']['n_mem']} objects made from Python, "
+      "fresh interpreter each)")
+    w("")
+    w("| variant | traced + malloc | traced (Python allocator) | malloc (C heap) | RSS |")
+    w("|---|---:|---:|---:|---:|")
+    for v, r in res["memory"].items():
+        w(f"| {v} | {r['total']:.1f} | {r['traced']:.1f} | {r['malloc']:.1f} | {r['rss']:.1f} |")
+    o = res["opt_out"]
+    w("")
+    w(f"Opt-out (Untied vs Inner): header requested {o['header_bytes_requested']} B, saved "
+      f"{o['bytes_saved_measured']:.1f} B per object measured; gives up identity: "
+      f"is-same {_yn(o['identity_untied']['same_while_alive'])}, "
+      f"id-stable {o['identity_untied']['id_stable']}/{o['identity_untied']['trials']}, "
+      f"echo(x) is x {_yn(o['identity_untied'].get('echo_is_same'))}.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tether.bench", description=__doc__)
+    p.add_argument("--json", metavar="PATH", help="also write every number (and sample) here")
+    p.add_argument("--quick", action="store_true", help="tiny rounds: proves it runs, not how fast")
+    p.add_argument("--rounds", type=int, help="round-robin rounds (default 100)")
+    p.add_argument("--target-ms", type=float, help="ms per timing sample (default 5)")
+    p.add_argument("--n-mem", type=int, help="objects per memory measurement (default 100000)")
+    args = p.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    for k in ("rounds", "target_ms", "n_mem"):
+        if getattr(args, k) is not None:
+            cfg[k] = getattr(args, k)
+    t0 = time.perf_counter()
+    res = run(cfg, lambda s: print(s, file=sys.stderr, flush=True))
+    res["elapsed_s"] = time.perf_counter() - t0
+    print(render(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0

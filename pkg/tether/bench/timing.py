@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: Apache-2.0
+"""tether.bench.timing: the timer harness (timeit, unrolled statements, round-robin, min).
+
+Every case is one statement run in its own namespace. The statement is repeated ``UNROLL``
+times inside one timeit loop body, so the loop's own cost is spread over many operations.
+timeit disables the garbage collector while it times. Each timer is calibrated to about
+``target_ms`` per sample, then all timers run one sample each per round, round after round,
+so that the machine-wide slow phases of a shared VM hit every case alike. The headline is
+the minimum over rounds; the median is kept to show the noise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+import timeit
+from typing import Callable
+
+UNROLL = 10
+
+
+@dataclasses.dataclass
+class Case:
+    """One timed operation: ``stmt`` run in the namespace that ``setup()`` returns."""
+
+    key: str
+    stmt: str
+    setup: Callable[[], dict]
+    what: str
+    ops_per_stmt: int = 1  # a statement that reads 1000 objects counts 1000 operations
+    unroll: int = UNROLL  # 1 for statements that are already long
+
+
+@dataclasses.dataclass
+class Result:
+    key: str
+    what: str
+    samples_ns: list  # ns per operation, one per round
+
+    @property
+    def min(self) -> float:
+        return min(self.samples_ns)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_ns)
+
+
+def unrolled(stmt: str, times: int = UNROLL) -> str:
+    return "\n".join([stmt] * times)
+
+
+def compile_loop(case: Case, ns: dict, times: int = UNROLL) -> Callable[[], None]:
+    """A zero-argument function running the case's statement ``times`` times (pytest-benchmark)."""
+    body = "\n".join("    " + line for line in unrolled(case.stmt, times).splitlines())
+    code = compile(f"def _bench_loop():\n{body}\n", f"<tether.bench {case.key}>", "exec")
+    exec(code, ns)
+    return ns.pop("_bench_loop")
+
+
+class _Job:
+    def __init__(self, case: Case) -> None:
+        self.case = case
+        self.ns = case.setup()
+        self.timer = timeit.Timer(unrolled(case.stmt, case.unroll), globals=self.ns)
+        self.number = 1
+        self.samples: list = []
+
+    def calibrate(self, target_s: float) -> None:
+        # Warm-up: first-use caches, and enough executions of every bytecode instruction for
+        # CPython's specialising interpreter to settle (it needs dozens per instruction).
+        self.timer.timeit(max(64, 640 // (self.case.unroll * self.case.ops_per_stmt)))
+        n = 1
+        while True:
+            t = self.timer.timeit(n)
+            if t >= target_s / 4 or n >= 1 << 24:
+                break
+            n *= 4
+        self.number = max(1, round(n * target_s / max(t, 1e-9)))
+
+    def sample(self) -> None:
+        t = self.timer.timeit(self.number)
+        ops = self.number * self.case.unroll * self.case.ops_per_stmt
+        self.samples.append(t * 1e9 / ops)
+
+
+def run(cases: list, rounds: int, target_ms: float, progress: Callable[[str], None] | None = None) -> dict:
+    """Time every case; returns {key: Result}. Namespaces stay alive until all rounds are done."""
+    jobs = [_Job(c) for c in cases]
+    for j in jobs:
+        j.calibrate(target_ms / 1e3)
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        for j in jobs:
+            j.sample()
+        if progress and (r + 1) % max(1, rounds // 5) == 0:
+            progress(f"  round {r + 1}/{rounds} ({time.perf_counter() - t0:.1f} s)")
+    out = {j.case.key: Result(j.case.key, j.case.what, j.samples) for j in jobs}
+    for j in jobs:
+        j.ns.clear()
+    return out
