@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+// examples/downstream/src/geometry.cpp: tether_geometry, a downstream module with its own tether types
+//
+// It knows tether only through the installed headers (<tether/nanobind.h>) and links the
+// installed libtether + libtether_python, so its objects share the one header layout and the
+// one process-wide state with tether.testing and every other tether module.
+#include <tether/nanobind.h>
+
+#include <cmath>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using tether::make_object;
+using tether::Object;
+using tether::Ref;
+
+namespace geometry {
+
+struct Point : Object {
+    double x, y;
+    Point(double x_, double y_) : x(x_), y(y_) {}
+};
+
+struct Segment : Object {
+    Ref<Point> a, b;
+    Segment(Ref<Point> a_, Ref<Point> b_) : a(std::move(a_)), b(std::move(b_)) {}
+    double length() const {
+        if (!a || !b)
+            throw std::invalid_argument("Segment.length(): both ends must be set");
+        return std::hypot(b->x - a->x, b->y - a->y);
+    }
+};
+
+/// Holds any tether object, from this module or another one.
+struct Holder : Object {
+    Ref<Object> value;
+    explicit Holder(Ref<Object> v) : value(std::move(v)) {}
+};
+
+} // namespace geometry
+
+NB_MODULE(tether_geometry, m) {
+    using namespace geometry;
+    m.doc() = "Example downstream module: its own types deriving from tether::Object";
+    tether::init_module(); // imports tether._core; fails here if libtether's ABI differs
+
+    tether::class_<Point, Object>(m, "Point", "A 2D point.")
+        .def(tether::init<double, double>(), "x"_a = 0.0, "y"_a = 0.0)
+        .def_field("x", &Point::x, "x coordinate")
+        .def_field("y", &Point::y, "y coordinate");
+
+    tether::class_<Segment, Object>(m, "Segment", "Two points, shared with whoever else holds them.")
+        .def(tether::init<Ref<Point>, Ref<Point>>(), "a"_a.none() = nb::none(),
+             "b"_a.none() = nb::none())
+        .def_field("a", &Segment::a, "First end (Point or None).")
+        .def_field("b", &Segment::b, "Second end (Point or None).")
+        .def("length", &Segment::length);
+
+    tether::class_<Holder, Object>(m, "Holder", "Holds any tether object.")
+        .def(tether::init<Ref<Object>>(), "value"_a.none() = nb::none())
+        .def_field("value", &Holder::value, "The held object (any tether.Object, or None).");
+
+    m.def("echo", [](Ref<Object> o) { return o; }, "obj"_a,
+          "Return any tether object through a C++ Ref<tether::Object>.");
+    m.def("make_segment",
+          [](double x0, double y0, double x1, double y1) {
+              return make_object<Segment>(make_object<Point>(x0, y0), make_object<Point>(x1, y1));
+          },
+          "x0"_a, "y0"_a, "x1"_a, "y1"_a, "A Segment made in C++ (no wrappers yet).");
+    m.def("use_count", [](Object &o) { return o.use_count(); }, "obj"_a);
+    m.def("abi_version", [] { return tether::abi_version; },
+          "tether::abi_version of the headers this module was compiled with.");
+}

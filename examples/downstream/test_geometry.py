@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Tests of the downstream example: its objects and tether.testing's cross modules keeping identity.
+
+Run after building the module (see CMakeLists.txt or pyproject.toml):
+    PYTHONPATH=<build dir> python -m pytest examples/downstream
+"""
+import gc
+
+import tether_geometry as geo  # first, before tether: its RPATH must find libtether itself
+
+import tether
+from tether import testing
+
+
+def junk(n=64):
+    """Same-size allocations between a drop and a refetch, so a freed wrapper would be reused."""
+    return [geo.Point() for _ in range(n)] + [testing.Inner() for _ in range(n)]
+
+
+class TestOwnTypes:
+    """The downstream types are tether types: `s.a is s.a`, fields read and write."""
+
+    def test_identity_and_fields(self):
+        s = geo.Segment(geo.Point(0, 0), geo.Point(3, 4))
+        assert s.a is s.a
+        assert isinstance(s.a, tether.Object)
+        assert s.length() == 5.0
+        s.b.x = 6.0
+        s.b.y = 8.0
+        assert s.length() == 10.0
+
+
+class TestDownstreamObjectInTestingBox:
+    """A downstream object stored in tether.testing.Box comes back as the same wrapper."""
+
+    def test_same_wrapper_across_modules(self):
+        seg = geo.make_segment(0, 0, 1, 1)
+        p = seg.a
+        box = testing.Box(p)
+        assert box.value is p
+        assert testing.echo(p) is p
+        wrapper_id = id(p)
+        del p
+        junk()
+        gc.collect()
+        assert id(box.value) == wrapper_id
+        assert box.value is seg.a
+
+    def test_subclass_keeps_attributes(self):
+        class Tagged(geo.Point):
+            pass
+
+        t = Tagged(1, 2)
+        t.tag = "downstream"
+        box = testing.Box(t)
+        wrapper_id = id(t)
+        del t
+        junk()
+        got = box.value
+        assert id(got) == wrapper_id and type(got) is Tagged and got.tag == "downstream"
+
+
+class TestTestingObjectInDownstreamFunction:
+    """tether.testing objects passed to Ref<tether::Object> in this module keep identity."""
+
+    def test_echo_and_holder(self):
+        inner = testing.Inner(7)
+        assert geo.echo(inner) is inner
+        holder = geo.Holder(inner)
+        outer = testing.Outer(x=inner)
+        assert holder.value is holder.value
+        assert holder.value is outer.x is inner
+
+    def test_counts_are_shared(self):
+        inner = testing.Inner(1)
+        holder = geo.Holder(inner)
+        assert geo.use_count(inner) == testing.use_count(inner) == 2  # wrapper + holder
+        del holder
+
+
+class TestOneProcessWideState:
+    """Both modules use the same libtether: one ABI, one set of counters."""
+
+    def test_abi_and_stats(self):
+        assert geo.abi_version() == tether.abi_version()
+        live = tether.stats()["live"]
+        p = geo.Point(1, 1)
+        assert tether.stats()["live"] == live + 1
+        del p
+        assert tether.stats()["live"] == live
