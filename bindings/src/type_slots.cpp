@@ -168,10 +168,9 @@ int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
 }
 
 PyObject *stats_dict() noexcept {
-    const Counters &c = detail::counters();
-    return Py_BuildValue("{sLsLsLsL}", "live", (long long) c.live.load(), "bound",
-                         (long long) c.bound.load(), "parked", (long long) c.parked.load(),
-                         "orphaned", (long long) c.orphaned.load());
+    Stats c = detail::read_stats();
+    return Py_BuildValue("{sLsLsLsL}", "live", (long long) c.live, "bound", (long long) c.bound,
+                         "parked", (long long) c.parked, "orphaned", (long long) c.orphaned);
 }
 
 int initialize() noexcept {

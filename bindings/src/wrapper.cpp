@@ -76,13 +76,13 @@ PyObject *raise_unusable(PyObject *self) noexcept {
 /// T4: PARKED(p) -> BOUND(p). The header's reference becomes the caller's.
 static PyObject *revive(Object *obj, ObjectHeader *h, uintptr_t word, PyObject *p) noexcept {
     obj->inc_ref();
-    if (!h->transition(word, p, WrapState::Bound)) { // another thread revived it first
+    if (!publish(h, word, p, WrapState::Bound)) { // another thread revived it first
         obj->dec_ref();
         return nullptr;
     }
     clear_finalized(p);
-    counters().parked.fetch_sub(1, std::memory_order_relaxed);
-    counters().bound.fetch_add(1, std::memory_order_relaxed);
+    count(Counter::parked, -1);
+    count(Counter::bound, 1);
     return p;
 }
 
@@ -91,9 +91,9 @@ static PyObject *revive(Object *obj, ObjectHeader *h, uintptr_t word, PyObject *
 /// reference, so it dies normally, or lives on as a moved-from shell if a weakref user
 /// still holds it. A fresh wrapper is then made by T1.
 static void drop_parked(ObjectHeader *h, uintptr_t word, PyObject *p) noexcept {
-    if (!h->transition(word, nullptr, WrapState::Detached))
+    if (!publish(h, word, nullptr, WrapState::Detached))
         return;
-    counters().parked.fetch_sub(1, std::memory_order_relaxed);
+    count(Counter::parked, -1);
     Wrapper *w = reinterpret_cast<Wrapper *>(p);
     w->object = nullptr;
     w->state.state = state_relinquished;
@@ -150,14 +150,14 @@ PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
                     return nullptr;
                 obj->inc_ref();
                 mark_ready(self, obj);
-                if (!h->transition(word, self, WrapState::Bound)) {
+                if (!publish(h, word, self, WrapState::Bound)) {
                     // Another thread tied a wrapper first: ours never existed for anyone.
                     reinterpret_cast<Wrapper *>(self)->object = nullptr;
                     obj->dec_ref();
                     Py_DECREF(self);
                     continue;
                 }
-                counters().bound.fetch_add(1, std::memory_order_relaxed);
+                count(Counter::bound, 1);
                 return self;
             }
         }
@@ -175,7 +175,7 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
     mark_ready(self, obj);
     if (ObjectHeader *h = obj->header()) { // T1 with the wrapper Python just made
         h->store(self, WrapState::Bound);
-        counters().bound.fetch_add(1, std::memory_order_relaxed);
+        count(Counter::bound, 1);
     }
     return true;
 }
@@ -188,12 +188,12 @@ static bool park_from_dealloc(PyObject *self, Object *obj, ObjectHeader *h, uint
     if (obj->use_count() <= 1)
         return false; // T5: we own the last count
     Py_SET_REFCNT(self, 1); // the header's reference; nothing was freed or cleared
-    if (!h->transition(word, self, WrapState::Parked)) {
+    if (!publish(h, word, self, WrapState::Parked)) {
         Py_SET_REFCNT(self, 0);
         return false;
     }
-    counters().bound.fetch_sub(1, std::memory_order_relaxed);
-    counters().parked.fetch_add(1, std::memory_order_relaxed);
+    count(Counter::bound, -1);
+    count(Counter::parked, 1);
     obj->dec_ref(); // may be the last now (a C++ thread let go meanwhile): T6 runs inside
     return true;
 }
@@ -212,8 +212,8 @@ void tether_dealloc(PyObject *self) noexcept {
         // T5 or T7 (after T6): this wrapper really dies.
         word = h->load();
         if (ObjectHeader::wrapper_of(word) == self &&
-            h->transition(word, nullptr, WrapState::Detached))
-            counters().bound.fetch_sub(1, std::memory_order_relaxed);
+            publish(h, word, nullptr, WrapState::Detached))
+            count(Counter::bound, -1);
     }
 
     bool python_subclass = tp->tp_dealloc != &tether_dealloc;
@@ -221,7 +221,8 @@ void tether_dealloc(PyObject *self) noexcept {
         // subtype_dealloc already did all of this for Python subclasses.
         if (PyType_IS_GC(tp) && PyObject_GC_IsTracked(self))
             PyObject_GC_UnTrack(self);
-        if (tp->tp_weaklistoffset)
+        if (tp->tp_weaklistoffset > 0 &&
+            *reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_weaklistoffset))
             PyObject_ClearWeakRefs(self);
         if (tp->tp_dictoffset > 0)
             Py_CLEAR(*reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_dictoffset));
@@ -242,9 +243,9 @@ void tether_finalize(PyObject *self) noexcept {
     uintptr_t word = h ? h->load() : 0;
     if (h && word == ObjectHeader::encode(self, WrapState::Bound) && obj->use_count() > 1) {
         Py_INCREF(self); // T3: the header's reference; CPython sees a resurrection and stops
-        if (h->transition(word, self, WrapState::Parked)) {
-            counters().bound.fetch_sub(1, std::memory_order_relaxed);
-            counters().parked.fetch_add(1, std::memory_order_relaxed);
+        if (publish(h, word, self, WrapState::Parked)) {
+            count(Counter::bound, -1);
+            count(Counter::parked, 1);
             obj->dec_ref();
             return;
         }
@@ -278,8 +279,8 @@ bool release_parked(Object *obj) noexcept {
         ObjectAccess::set_strong(obj, 1); // p owns the count again while it dies (or lives)
         bool still_used = Py_REFCNT(p) > 1; // a weakref handed it out while parked
         h->store(p, still_used ? WrapState::Bound : WrapState::Dying);
-        counters().parked.fetch_sub(1, std::memory_order_relaxed);
-        counters().bound.fetch_add(1, std::memory_order_relaxed);
+        count(Counter::parked, -1);
+        count(Counter::bound, 1);
         clear_finalized(p);
         Py_DECREF(p); // the header's reference: T6 -> T7 (destroys obj) or stays BOUND
         handled = true;
@@ -299,7 +300,7 @@ Object *move_out(PyObject *self) noexcept {
     }
     if (ObjectHeader *h = obj->header()) {
         h->store(nullptr, WrapState::Detached);
-        counters().bound.fetch_sub(1, std::memory_order_relaxed);
+        count(Counter::bound, -1);
     }
     w->object = nullptr;
     w->state.state = state_relinquished;

@@ -35,6 +35,9 @@ struct ObjectAccess {
     static void *block_of(const Object *o) noexcept {
         return const_cast<char *>(reinterpret_cast<const char *>(o)) - o->m_block_distance;
     }
+    static uint32_t weak_count(const Object *o) noexcept {
+        return o->m_weak.load(std::memory_order_acquire);
+    }
     /// Only for on_last_strong's T6 path: gives the final wrapper deallocation a count.
     static void set_strong(const Object *o, uint32_t v) noexcept {
         o->m_strong.store(v, std::memory_order_release);
@@ -78,7 +81,7 @@ template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
         o, detail::type_index_of<T>(),
         with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0,
         static_cast<size_t>(ob - block));
-    detail::counters().live.fetch_add(1, std::memory_order_relaxed);
+    detail::add_count(Counter::live, 1);
     return Ref<T>::adopt(p);
 }
 

@@ -18,12 +18,18 @@ namespace tether {
 /// against other headers than the loaded libtether refuses to import (see check_abi()).
 constexpr uint32_t abi_version = 1;
 
-/// Counters for tether.stats(); all relaxed atomics.
-struct Counters {
-    std::atomic<int64_t> live{0};   ///< objects made by make_object and not yet destroyed
-    std::atomic<int64_t> bound{0};  ///< objects in state BOUND
-    std::atomic<int64_t> parked{0}; ///< objects in state PARKED
-    std::atomic<int64_t> orphaned{0}; ///< parked wrappers left behind by a finalized interpreter
+/// What tether.stats() counts.
+enum class Counter : int {
+    live = 0,     ///< objects made by make_object and not yet destroyed
+    bound = 1,    ///< objects in state BOUND
+    parked = 2,   ///< objects in state PARKED
+    orphaned = 3, ///< parked wrappers left behind by a finalized interpreter (T10)
+};
+constexpr int counter_count = 4;
+
+/// A snapshot of the counters.
+struct Stats {
+    int64_t live = 0, bound = 0, parked = 0, orphaned = 0;
 };
 
 /// What the Python side installs. Every entry may be null (no interpreter: plain C++).
@@ -37,7 +43,11 @@ struct PythonHooks {
 
 namespace detail {
 TETHER_API uint32_t runtime_abi_version() noexcept;
-TETHER_API Counters &counters() noexcept;
+/// HOT: every make_object, destruction, park and revive. Counts go to a per-thread block
+/// with plain (unlocked) stores; read_stats() adds up all threads. No lock-prefixed
+/// instruction on the hot paths.
+TETHER_API void add_count(Counter which, int64_t delta) noexcept;
+TETHER_API Stats read_stats() noexcept;
 TETHER_API void set_python_hooks(const PythonHooks &hooks) noexcept;
 
 /// Process-wide index for a C++ type, keyed by its mangled name so that every module that
@@ -51,7 +61,7 @@ TETHER_API void *allocate_block(size_t size, size_t align);
 TETHER_API void free_block(void *block) noexcept;
 } // namespace detail
 
-inline const Counters &stats() noexcept { return detail::counters(); }
+inline Stats stats() noexcept { return detail::read_stats(); }
 
 /// True when the headers this translation unit was built with match the loaded libtether.
 inline bool check_abi() noexcept { return detail::runtime_abi_version() == abi_version; }
