@@ -9,5 +9,13 @@ from ._core import Object, abi_version, header_size, move, stats
 
 Object.__module__ = "tether"
 
-__all__ = ["Object", "abi_version", "header_size", "move", "stats"]
+# The Python layer (pickle, copy, dataclasses, repr), generic over every type's declared fields.
+from . import _dataclass_support, _pickle, _repr  # noqa: E402
+from ._datatype import dataclass  # noqa: E402
+
+_pickle.install()
+_repr.install()
+_dataclass_support.install()
+
+__all__ = ["Object", "abi_version", "dataclass", "header_size", "move", "stats"]
 __version__ = "0.1.0"
