@@ -247,6 +247,10 @@ void tether_finalize(PyObject *self) noexcept {
             count(Counter::bound, -1);
             count(Counter::parked, 1);
             obj->dec_ref();
+            // A C++ thread may have let go meanwhile, making ours the last count: then T6
+            // ran inside dec_ref and this wrapper really dies after all, so its __del__ runs.
+            if (h->load() == ObjectHeader::encode(self, WrapState::Dying))
+                call_user_finalizer(self);
             return;
         }
         Py_DECREF(self);
