@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cmake_build import REPO, configure_and_build, passed_failed
+from cmake_build import REPO, configure_and_build, passed_failed, tether_cmake_dir
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +40,18 @@ class TestNoInterpreter:
         libs = subprocess.run([ldd, str(core_test_binary)], capture_output=True, text=True).stdout
         assert "libtether.so" in libs
         assert "libpython" not in libs
+
+
+class TestPlainExample:
+    """examples/plain builds against the installed tether with COMPONENTS core (no Python,
+    no nanobind) and runs without loading libpython."""
+
+    def test_builds_and_runs(self, tmp_path):
+        build = configure_and_build(REPO / "examples" / "plain", tmp_path,
+                                    f"-Dtether_DIR={tether_cmake_dir()}")
+        proc = subprocess.run([str(build / "tether_plain")], capture_output=True, text=True)
+        assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+        ldd = shutil.which("ldd")
+        if ldd:
+            libs = subprocess.run([ldd, str(build / "tether_plain")], capture_output=True, text=True).stdout
+            assert "libpython" not in libs

@@ -43,7 +43,7 @@ static void check(bool ok, const char *expr, int line) {
 }
 #define CHECK(cond) check(static_cast<bool>(cond), #cond, __LINE__)
 
-static int64_t parked() { return tether::stats().parked.load(); }
+static int64_t parked() { return tether::stats().parked; }
 
 static Ref<Graph> build_graph(int n) {
     Ref<Graph> g = make_object<Graph>();
@@ -89,7 +89,7 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
         for (size_t i = 0; i < batch.size(); ++i)
             held[i % n_threads].push_back(nb::cast<Ref<Object>>(batch[i]));
     }
-    int64_t parked0 = parked(), live0 = tether::stats().live.load();
+    int64_t parked0 = parked(), live0 = tether::stats().live;
     int deleted0 = nb::cast<int>(script.attr("deleted"));
 
     std::atomic<bool> go{false};
@@ -114,7 +114,7 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
                 n_threads * per_thread, rounds);
     CHECK(nb::cast<int>(script.attr("deleted")) == deleted0 + n_threads * per_thread);
     CHECK(parked() == parked0 - n_threads * per_thread);
-    CHECK(tether::stats().live.load() == live0 - n_threads * per_thread);
+    CHECK(tether::stats().live == live0 - n_threads * per_thread);
 }
 
 static bool prepend_sys_path(const char *dir) {
@@ -147,22 +147,21 @@ static bool run_python(const char *script_dir, const Ref<Graph> &graph) {
 
 /// Step 4: after Py_FinalizeEx(), releasing objects with parked wrappers orphans them.
 static void release_after_finalize(Ref<Graph> &graph) {
-    const tether::Counters &s = tether::stats();
-    int64_t parked_now = s.parked.load(), bound_now = s.bound.load();
-    int64_t orphaned0 = s.orphaned.load();
+    tether::Stats before = tether::stats();
     // The graph, its 6 nodes, the Tagged payload and the Inner all have wrappers. Each is
     // parked, or still bound if the interpreter never freed the wrapper (CPython does not
     // free every object at exit; here nodes 0-1, held by the list host_script.kept).
-    CHECK(parked_now + bound_now == 9);
+    CHECK(before.parked + before.bound == 9);
     graph.reset(); // parked ones: destroyed, wrapper memory never touched (T10)
-    CHECK(s.orphaned.load() == orphaned0 + parked_now);
-    CHECK(s.parked.load() == 0);
+    tether::Stats after = tether::stats();
+    CHECK(after.orphaned == before.orphaned + before.parked);
+    CHECK(after.parked == 0);
     // A still-bound wrapper owns a count it can never give back: its object stays alive.
-    CHECK(s.live.load() == s.bound.load() && s.bound.load() == bound_now);
+    CHECK(after.live == after.bound && after.bound == before.bound);
     std::printf("after finalize: %lld parked wrappers orphaned, %lld objects kept by leaked "
                 "bound wrappers\n",
-                static_cast<long long>(s.orphaned.load() - orphaned0),
-                static_cast<long long>(s.live.load()));
+                static_cast<long long>(after.orphaned - before.orphaned),
+                static_cast<long long>(after.live));
 }
 
 int main(int argc, char **argv) {
