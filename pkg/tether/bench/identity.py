@@ -32,7 +32,9 @@ VARIANTS = {
 
 def junk(make_inner, make_holder) -> list:
     """Objects of the wrapper's own type and of every small size class."""
-    out: list = [make_inner(0) for _ in range(64)]
+    # Enough same-size objects to fill every partly used pymalloc pool of the wrapper's size
+    # class: the freed block's pool is not necessarily the one the next allocation uses.
+    out: list = [make_inner(0) for _ in range(2048)]
     out += [make_holder(0) for _ in range(16)]
     out += [SlotsOuter(SlotsInner(k)) for k in range(32)]
     out += [float(k) + 0.5 for k in range(64)]
