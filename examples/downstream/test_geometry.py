@@ -4,7 +4,10 @@
 Run after building the module (see CMakeLists.txt or pyproject.toml):
     PYTHONPATH=<build dir> python -m pytest examples/downstream
 """
+import copy
+import dataclasses
 import gc
+import pickle
 
 import tether_geometry as geo  # first, before tether: its RPATH must find libtether itself
 
@@ -28,6 +31,22 @@ class TestOwnTypes:
         s.b.x = 6.0
         s.b.y = 8.0
         assert s.length() == 10.0
+
+
+class TestPickleAndFields:
+    """tether's generic pickle, copy and dataclass fields work for downstream types too."""
+
+    def test_pickle_keeps_sharing(self):
+        p = geo.Point(1, 2)
+        s = geo.Segment(p, p)
+        r = pickle.loads(pickle.dumps(s))
+        assert type(r) is geo.Segment and r.a is r.b and (r.a.x, r.a.y) == (1.0, 2.0)
+        c = copy.deepcopy(s)
+        assert c.a is c.b and c.a is not p
+
+    def test_dataclass_fields(self):
+        assert [f.name for f in dataclasses.fields(geo.Point(3, 4))] == ["x", "y"]
+        assert geo.Segment.__tether_fields__ == ("a", "b")
 
 
 class TestDownstreamObjectInTestingBox:
