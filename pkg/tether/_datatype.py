@@ -142,6 +142,7 @@ def _install_slots(cls):
     cls.__tether_slot_index__ = index
     cls.__tether_slot_count__ = len(index)
     cls.__tether_fields__ = tuple(declared)
+    _fields.forget(cls)
 
 
 def _wrap_init(cls):

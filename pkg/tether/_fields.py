@@ -64,6 +64,33 @@ def slot_names(cls):
     return names
 
 
+class Layout:
+    """What pickle, copy and repr need to know about one class, computed once per class."""
+
+    __slots__ = ("fields", "slots", "bound", "constructible")
+
+    def __init__(self, cls):
+        self.fields = field_names(cls)
+        self.slots = tuple(slot_names(cls))
+        self.bound = bound_base(cls)
+        self.constructible = self.bound is not None and default_constructible(self.bound)
+
+
+def layout(cls):
+    """The Layout of ``cls``, cached in the class's own ``__dict__`` (never inherited)."""
+    lay = cls.__dict__.get("__tether_layout__")
+    if lay is None:
+        lay = Layout(cls)
+        setattr(cls, "__tether_layout__", lay)
+    return lay
+
+
+def forget(cls):
+    """Drop the cached Layout of ``cls`` (after its fields changed)."""
+    if "__tether_layout__" in cls.__dict__:
+        delattr(cls, "__tether_layout__")
+
+
 class Param:
     """One parameter of a bound ``__init__``, read from its nanobind signature."""
 

@@ -18,28 +18,20 @@ A type whose C++ ``__init__`` needs arguments cannot be rebuilt this way: pickli
 TypeError naming it.
 """
 import copy
-import weakref
 
 from . import _fields
 from ._core import Object
 
-_checked = weakref.WeakKeyDictionary()  # class -> its bound base, once checked
-
-
 def _pickle_base(cls):
     """The bound base whose no-argument ``__init__`` rebuilds ``cls``; TypeError if none."""
-    try:
-        return _checked[cls]
-    except KeyError:
-        pass
-    bound = _fields.bound_base(cls)
-    if bound is None or not _fields.default_constructible(bound):
+    lay = _fields.layout(cls)
+    bound = lay.bound
+    if not lay.constructible:
         why = ("it has no constructor" if bound is None else
                "its C++ constructor (%s.__init__) needs arguments" % bound.__qualname__)
         raise TypeError("cannot pickle %r object: tether rebuilds a %s by calling its bound "
                         "__init__ with no arguments, and %s"
                         % (cls.__qualname__, cls.__qualname__, why))
-    _checked[cls] = bound
     return bound
 
 
@@ -55,11 +47,11 @@ def rebuild(cls):
 
 def __getstate__(self):
     """(__dict__ or None, {field or slot: value}): every declared field, then set slots."""
-    cls = type(self)
+    lay = _fields.layout(type(self))
     values = {}
-    for name in _fields.field_names(cls):
+    for name in lay.fields:
         values[name] = getattr(self, name)  # ValueError here if self was moved into C++
-    for name in _fields.slot_names(cls):
+    for name in lay.slots:
         try:
             values[name] = object.__getattribute__(self, name)
         except AttributeError:
@@ -102,7 +94,7 @@ def __reduce__(self):
 
 def __replace__(self, **changes):
     """``copy.replace(obj, **changes)`` (Python 3.13+): a shallow copy with some fields set."""
-    names = _fields.field_names(type(self))
+    names = _fields.layout(type(self)).fields
     for name in changes:
         if name not in names:
             raise TypeError("%s has no field %r" % (type(self).__qualname__, name))

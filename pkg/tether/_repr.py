@@ -29,7 +29,7 @@ def _value(value, depth, active):
 
 def _format(obj, depth, active):
     name = type(obj).__qualname__
-    names = _fields.field_names(type(obj))
+    names = _fields.layout(type(obj)).fields
     if id(obj) in active or (depth >= MAX_DEPTH and names):
         return "%s(...)" % name
     active.add(id(obj))
