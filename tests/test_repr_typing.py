@@ -139,3 +139,22 @@ class TestStubs:
         text = (PKG / "testing.pyi").read_text()
         assert "getset_descriptor" not in text
         assert "value: int" in text and "def __init__(self, value: int = 0) -> None" in text
+
+
+class TestReadme:
+    """The README's "Pickle, dataclasses and weak references" example runs as written."""
+
+    def test_example(self):
+        import re
+        readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+        section = readme[readme.index("## Pickle, dataclasses and weak references"):]
+        code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+        bad = 'box.value.x = "one"'
+        assert bad in code
+        code = code.replace(bad, "pass")
+        ns = {"__name__": "readme_example"}
+        exec(compile(code, "README.md", "exec"), ns)
+        with pytest.raises(TypeError, match="Point.x: expected int, got str"):
+            ns["box"].value.x = "one"
+        ns.clear()
+        collect()
