@@ -216,17 +216,16 @@ void tether_dealloc(PyObject *self) noexcept {
             count(Counter::bound, -1);
     }
 
+    if (PyType_IS_GC(tp) && PyObject_GC_IsTracked(self))
+        PyObject_GC_UnTrack(self); // (subtype_dealloc already did for Python subclasses)
+    // The weakref list belongs to the bound type (install_type), so Python subclasses inherit
+    // it and CPython's subtype_dealloc leaves it to us: clear it for every instance.
+    if (tp->tp_weaklistoffset > 0 &&
+        *reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_weaklistoffset))
+        PyObject_ClearWeakRefs(self);
     bool python_subclass = tp->tp_dealloc != &tether_dealloc;
-    if (!python_subclass) {
-        // subtype_dealloc already did all of this for Python subclasses.
-        if (PyType_IS_GC(tp) && PyObject_GC_IsTracked(self))
-            PyObject_GC_UnTrack(self);
-        if (tp->tp_weaklistoffset > 0 &&
-            *reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_weaklistoffset))
-            PyObject_ClearWeakRefs(self);
-        if (tp->tp_dictoffset > 0)
-            Py_CLEAR(*reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_dictoffset));
-    }
+    if (!python_subclass && tp->tp_dictoffset > 0) // subtype_dealloc clears subclass dicts
+        Py_CLEAR(*reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_dictoffset));
     tp->tp_free(self);
     Py_DECREF(tp); // heap type instances own a reference to their type
     if (obj)

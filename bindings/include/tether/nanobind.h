@@ -94,8 +94,11 @@ struct type_caster<T, enable_if_t<std::is_base_of_v<tether::Object, T>>> : type_
         return tether::wrap(const_cast<T *>(p));
     }
 
+    // Containers, optionals and nb::cast ask can_cast() before casting, inside noexcept code:
+    // refuse unusable wrappers there (a plain conversion failure). Top-level arguments skip
+    // can_cast, and their cast operator raises the precise error inside nanobind's try block.
     template <typename T_> bool can_cast() const noexcept {
-        return std::is_pointer_v<T_> || value != nullptr || unusable != nullptr;
+        return !unusable && (std::is_pointer_v<T_> || value != nullptr);
     }
 
     void ensure_usable() {
@@ -156,7 +159,10 @@ template <typename T> struct type_caster<tether::Ref<T>> {
         return tether::wrap(v.get());
     }
 
-    template <typename T_> bool can_cast() const noexcept { return true; }
+    /// See the T* caster: nested conversions must not throw, so refuse what take_move would.
+    template <typename T_> bool can_cast() const noexcept {
+        return !move_src || tether::py::object_of(move_src) != nullptr;
+    }
 
     void take_move() {
         if (!move_src)
