@@ -34,6 +34,16 @@ using Value = std::variant<std::monostate, int64_t, double, bool, std::string, R
 /// What a field stores. `Any` keeps the Python object itself.
 enum class Kind : int { Any = 0, Int = 1, Float = 2, Bool = 3, Str = 4, Object = 5 };
 
+// Free-threaded builds: a field's read and write are made atomic per object with CPython's
+// per-object critical section; GIL builds need nothing.
+#if defined(Py_GIL_DISABLED)
+#  define TETHER_LOCK_OBJECT(o) Py_BEGIN_CRITICAL_SECTION(o)
+#  define TETHER_UNLOCK_OBJECT() Py_END_CRITICAL_SECTION()
+#else
+#  define TETHER_LOCK_OBJECT(o) do {
+#  define TETHER_UNLOCK_OBJECT() } while (0)
+#endif
+
 bool python_alive() noexcept {
 #if PY_VERSION_HEX >= 0x030D0000
     return Py_IsInitialized() && !Py_IsFinalizing();
@@ -107,7 +117,11 @@ PyObject *slot_get(PyObject *self, void *closure) noexcept {
     if (s->index >= d->slots.size())
         return PyErr_Format(PyExc_AttributeError, "%s.%s: this object has no such field",
                             s->owner.c_str(), s->name.c_str());
-    return to_python(d->slots[s->index]);
+    PyObject *result;
+    TETHER_LOCK_OBJECT(self);
+    result = to_python(d->slots[s->index]);
+    TETHER_UNLOCK_OBJECT();
+    return result;
 }
 
 bool wrong_type(const Slot *s, PyObject *value) noexcept {
@@ -204,8 +218,11 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
     }
     // Swap first, release the old value last: its release may run arbitrary Python code
     // (a __del__, or a parked wrapper dying) that reads this very field.
-    Value old = std::move(d->slots[s->index]);
+    Value old;
+    TETHER_LOCK_OBJECT(self);
+    old = std::move(d->slots[s->index]);
     d->slots[s->index] = std::move(fresh);
+    TETHER_UNLOCK_OBJECT();
     if (auto *r = std::get_if<PyRef>(&old)) {
         PyObject *p = r->ptr;
         old = std::monostate{};
