@@ -28,31 +28,6 @@ class Point(tether.Object):
     x: int = 0
 
 
-_PROBES = []  # kept forever: see _subclass_weakrefs_cleared()
-
-
-def _subclass_weakrefs_cleared():
-    """Does the core clear weak references when a parked Python-subclass wrapper dies?
-
-    Core bug (bindings/src/wrapper.cpp, tether_dealloc): CPython's subtype_dealloc clears only
-    a weakref list the subclass added itself, and tether_dealloc skipped clearing for Python
-    subclasses, so such weakrefs were never cleared (no callback, a dangling pointer). The probe
-    weakref is kept alive forever so that, on a core with the bug, it is never touched again.
-    """
-    calls = []
-    box = t.Box(Sub(0))
-    _PROBES.append(weakref.ref(box.value, calls.append))
-    box.value = None
-    gc.collect()
-    return len(calls) == 1
-
-
-SUBCLASS_OK = _subclass_weakrefs_cleared()
-needs_core_fix = pytest.mark.xfail(
-    not SUBCLASS_OK, run=False,
-    reason="core clears no weakrefs of dying Python-subclass wrappers (see the probe)")
-
-
 def counting():
     calls = []
     return calls, (lambda ref: calls.append(ref))
@@ -61,10 +36,8 @@ def counting():
 class TestFollowsWrapper:
     """weakref.ref works on every tether type and stays valid while C++ holds the object."""
 
-    @pytest.mark.parametrize("make", [
-        lambda: t.Inner(5),
-        pytest.param(lambda: Sub(5), marks=needs_core_fix),
-        pytest.param(lambda: Point(5), marks=needs_core_fix)])
+    @pytest.mark.parametrize("make", [lambda: t.Inner(5), lambda: Sub(5), lambda: Point(5)],
+                             ids=["bound", "subclass", "dataclass"])
     def test_valid_while_parked(self, make):
         box = t.Box(make())
         calls, cb = counting()
@@ -95,7 +68,6 @@ class TestFollowsWrapper:
         del i
         assert r() is None and len(calls) == 1
 
-    @needs_core_fix
     def test_subclass_dies_with_wrapper_when_python_held_last(self):
         calls, cb = counting()
         s, p = Sub(1), Point(2)
@@ -115,7 +87,6 @@ class TestFollowsWrapper:
         collect()
         assert r() is None and len(calls) == 1
 
-    @needs_core_fix
     def test_many_park_revive_cycles(self):
         box = t.Box(Sub(1))
         calls, cb = counting()

@@ -156,6 +156,7 @@ def _wrap_init(cls):
             DataObject.__init__(self)  # the C++ object, with type(self)'s slot count
         init(self, *args, **kwargs)
 
+    __init__.__doc__ = init.__doc__ or "Make the C++ object, then set its fields."
     cls.__init__ = __init__
 
 

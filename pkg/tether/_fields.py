@@ -9,9 +9,13 @@ Nothing here knows any particular type.
 import ast
 import weakref
 
-from ._core import Object, _LayoutProbe
+from ._core import Object
 
-_NB_METHOD = type(_LayoutProbe.__dict__["__init__"])  # what a bound __init__ is
+
+def _is_bound_init(f):
+    """True for an ``__init__`` defined in C++ through nanobind (an ``nanobind.nb_method``)."""
+    tp = type(f)
+    return tp.__name__ == "nb_method" and tp.__module__ == "nanobind"
 
 
 def field_names(cls):
@@ -42,7 +46,7 @@ def bound_base(cls):
     Its ``__init__`` makes the C++ object; a Python subclass only adds Python state.
     """
     for klass in cls.__mro__:
-        if isinstance(klass.__dict__.get("__init__"), _NB_METHOD):
+        if _is_bound_init(klass.__dict__.get("__init__")):
             return klass
     return None
 
