@@ -34,7 +34,8 @@ def cmake_or_skip():
     cmake = _tool("cmake", "CMAKE_BIN_DIR", "cmake")
     if not cmake:
         pytest.skip("cmake is not installed (pip install cmake, or the 'test' extra)")
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    cxx = os.environ.get("CXX") or next(
+        (found for name in ("c++", "g++", "clang++") if (found := shutil.which(name))), None)
     if not cxx:
         pytest.skip("no C++ compiler found (set CXX or install g++/clang++)")
     args = [f"-DCMAKE_CXX_COMPILER={cxx}", f"-DPython_EXECUTABLE={sys.executable}"]

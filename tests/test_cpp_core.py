@@ -53,5 +53,6 @@ class TestPlainExample:
         assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
         ldd = shutil.which("ldd")
         if ldd:
-            libs = subprocess.run([ldd, str(build / "tether_plain")], capture_output=True, text=True).stdout
+            libs = subprocess.run([ldd, str(build / "tether_plain")], capture_output=True,
+                                  text=True).stdout
             assert "libpython" not in libs

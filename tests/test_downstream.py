@@ -15,7 +15,8 @@ import pytest
 
 import tether
 
-from cmake_build import REPO, cmake_or_skip, configure_and_build, nanobind_cmake_dir, run, tether_cmake_dir
+from cmake_build import (REPO, cmake_or_skip, configure_and_build, nanobind_cmake_dir, run,
+                         tether_cmake_dir)
 
 EXAMPLE = REPO / "examples" / "downstream"
 
@@ -46,7 +47,8 @@ class TestDownstreamModule:
 
     def test_example_tests_pass(self, geometry_build):
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(geometry_build), env.get("PYTHONPATH")]))
+        paths = [str(geometry_build), env.get("PYTHONPATH")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE)],
             cwd=EXAMPLE, env=env, capture_output=True, text=True)

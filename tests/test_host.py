@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from cmake_build import REPO, cmake_or_skip, nanobind_cmake_dir, passed_failed, run, tether_cmake_dir
+from cmake_build import (REPO, cmake_or_skip, nanobind_cmake_dir, passed_failed, run,
+                         tether_cmake_dir)
 
 EXAMPLE = REPO / "examples" / "host"
 

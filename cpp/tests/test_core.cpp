@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// cpp/tests/test_core.cpp: unit tests of the C++ core (allocator, counts, header arithmetic) in a process with no Python
+// cpp/tests/test_core.cpp: C++ unit tests of the core (allocator, counts, header) without Python
 //
 // This program never starts an interpreter and does not link libpython: it is also the proof
 // that libtether works in plain C++ (see README, "Plain C++ (no Python)"). Layout facts come

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// examples/host/host.cpp: a C++ program that embeds CPython, hands tether objects to a script and checks them
+// examples/host/host.cpp: a C++ program embedding CPython that checks tether objects it shares
 //
 //     tether_host [path/to/host_script.py]
 //

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// examples/host/host_types.h: the host's own tether types, shared by its main() and its built-in module
+// examples/host/host_types.h: the host's tether types, shared by main() and its built-in module
 #pragma once
 
 #include <tether/tether.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// examples/downstream/src/geometry.cpp: tether_geometry, a downstream module with its own tether types
+// examples/downstream/src/geometry.cpp: tether_geometry, a downstream module's own tether types
 //
 // It knows tether only through the installed headers (<tether/nanobind.h>) and links the
 // installed libtether + libtether_python, so its objects share the one header layout and the
@@ -49,7 +49,7 @@ NB_MODULE(tether_geometry, m) {
         .def_field("x", &Point::x, "x coordinate")
         .def_field("y", &Point::y, "y coordinate");
 
-    tether::class_<Segment, Object>(m, "Segment", "Two points, shared with whoever else holds them.")
+    tether::class_<Segment, Object>(m, "Segment", "Two points, shared with whoever holds them.")
         .def(tether::init<Ref<Point>, Ref<Point>>(), "a"_a.none() = nb::none(),
              "b"_a.none() = nb::none())
         .def_field("a", &Segment::a, "First end (Point or None).")
