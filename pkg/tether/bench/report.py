@@ -98,12 +98,22 @@ def render(res: dict) -> str:
     w("")
     w("## Targets (ratios within this run)")
     w("")
-    w("| target | ratio | value | base | ratio | limit | met |")
+    w("| target | measured / baseline | measured | baseline | ratio | limit | met |")
     w("|---|---|---:|---:|---:|---:|---|")
     for c in res["targets"]:
         u = c["unit"]
         w(f"| {c['target']} | {c['what']} | {c['value']:.1f} {u} | {c['base']:.1f} {u} | "
           f"{c['ratio']:.2f} | {c['limit']:.2f} | {'MET' if c['met'] else 'missed'} |")
+    small, big = res["config"]["scale"]
+    refs = []
+    for key in ("slots.read", "nb-ref.hot", "nb-ref.cold"):
+        a, b = res["scaling"].get(f"{key}@{big}"), res["scaling"].get(f"{key}@{small}")
+        if a and b:
+            refs.append(f"{key} {a['min_ns'] / b['min_ns']:.2f}")
+    if refs:
+        w("")
+        w(f"Scaling of the other variants for the same access pattern ({big} / {small} live "
+          f"objects): " + ", ".join(refs) + ".")
     w("")
     w("## ns per operation")
     w("")
