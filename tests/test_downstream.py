@@ -81,10 +81,6 @@ class TestAbiMismatch:
     """A module compiled against headers with another tether::abi_version than the loaded
     libtether refuses to import, with an ImportError that says to rebuild."""
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "tether::init_module() (bindings/include/tether/nanobind.h) does not yet call the inline "
-        "tether::check_abi() in the importing module; py::initialize() only compares "
-        "libtether_python with libtether"))
     def test_import_fails_loudly(self, tmp_path):
         # A copy of the installed package whose headers claim another ABI.
         fake = tmp_path / "other-install" / "tether"

@@ -199,6 +199,12 @@ namespace nb = nanobind;
 /// in every NB_MODULE that binds tether types.
 inline void init_module() {
     nb::module_::import_("tether._core");
+    if (!check_abi()) // this module's headers against the libtether the process loaded
+        throw nb::import_error(
+            ("tether: this module was compiled against tether ABI " + std::to_string(abi_version) +
+             " but the loaded libtether has ABI " + std::to_string(detail::runtime_abi_version()) +
+             "; rebuild it against the installed tether")
+                .c_str());
     if (py::initialize() != 0)
         throw nb::python_error();
 }

@@ -11,8 +11,6 @@
 namespace tether {
 
 template <typename T> class Ref {
-    static_assert(std::is_base_of_v<Object, T>, "Ref<T> needs T derived from tether::Object");
-
 public:
     Ref() noexcept = default;
     Ref(std::nullptr_t) noexcept {}
@@ -28,6 +26,9 @@ public:
     template <typename U, typename = std::enable_if_t<std::is_convertible_v<U *, T *>>>
     Ref(Ref<U> &&o) noexcept : m_ptr(static_cast<T *>(o.release())) {}
     ~Ref() {
+        // Checked here, not in the class body, so that `struct Node : Object { Ref<Node> next; }`
+        // compiles while Node is still incomplete.
+        static_assert(std::is_base_of_v<Object, T>, "Ref<T> needs T derived from tether::Object");
         if (m_ptr)
             m_ptr->dec_ref();
     }

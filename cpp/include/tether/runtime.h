@@ -16,7 +16,7 @@ namespace tether {
 
 /// Bumped whenever the header, Object's layout or the hook table change. A module built
 /// against other headers than the loaded libtether refuses to import (see check_abi()).
-constexpr uint32_t abi_version = 1;
+constexpr uint32_t abi_version = 2; // 2: per-thread counters (Stats, add_count)
 
 /// What tether.stats() counts.
 enum class Counter : int {
