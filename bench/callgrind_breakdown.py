@@ -42,7 +42,8 @@ def child(key: str, n: int) -> None:
         for _ in range(calls):
             loop()
 
-    repeat(max(100, 20_000 // ops_per_call))  # specialising interpreter: dozens of runs per instruction
+    # warm-up: CPython's specialising interpreter needs dozens of runs per instruction
+    repeat(max(100, 20_000 // ops_per_call))
     repeat(n // ops_per_call)
 
 
@@ -67,7 +68,9 @@ def _callgrind(key: str, n: int, cache_sim: bool, outdir: str) -> tuple:
             vals = [int(v.replace(",", "")) for v in line.split() if v[0].isdigit()]
             totals = dict(zip(events, vals))
             continue
-        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(?:\S*?:)?(.+?)(?:\s*\[[^\]]*\])?(?:\s*\(\d+x\))?$", line)
+        # "  1,234 (12.3%)  file:function [object] (5x)" -> function
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(?:\S*?:)?(.+?)"
+                     r"(?:\s*\[[^\]]*\])?(?:\s*\(\d+x\))?$", line)
         if m:
             funcs[m.group(2)] += int(m.group(1).replace(",", ""))
     return totals, funcs
@@ -88,7 +91,8 @@ def main() -> None:
         t0, f0 = _callgrind(args.case, 0, args.cache_sim, d)
         t1, f1 = _callgrind(args.case, args.n, args.cache_sim, d)
     per = {e: (t1[e] - t0.get(e, 0)) / args.n for e in t1}
-    print(f"{args.case}: " + "  ".join(f"{e} {v:.2f}" for e, v in per.items()) + "  (per operation)")
+    events = "  ".join(f"{e} {v:.2f}" for e, v in per.items())
+    print(f"{args.case}: {events}  (per operation)")
     diff = sorted((((f1[f] - f0[f]) / args.n), f) for f in set(f0) | set(f1))
     for d, f in list(reversed(diff))[:args.top]:
         if d >= 1.0:

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// bench/peers/peers_module.cpp: tether._peers, the plain-nanobind baselines tether is measured against
+// bench/peers/peers_module.cpp: tether._peers, plain-nanobind baselines for tether's benchmark
 //
 // Built by the package's own CMake with the same flags as tether's modules, so that a ratio
 // taken in `python -m tether.bench` compares bindings, not compilers. Nothing here uses tether.
@@ -67,7 +67,8 @@ void install_intrusive_hooks() {
 NB_MODULE(_peers, m) {
     using namespace peers;
     m.doc() = "Plain-nanobind baselines for python -m tether.bench (not part of tether's API)";
-    m.attr("nanobind_version") = nb::make_tuple(NB_VERSION_MAJOR, NB_VERSION_MINOR, NB_VERSION_PATCH);
+    m.attr("nanobind_version") =
+        nb::make_tuple(NB_VERSION_MAJOR, NB_VERSION_MINOR, NB_VERSION_PATCH);
     install_intrusive_hooks();
 
     nb::class_<RefInner>(m, "RefInner")
@@ -79,7 +80,8 @@ NB_MODULE(_peers, m) {
 
     nb::class_<IntrInner>(
         m, "IntrInner",
-        nb::intrusive_ptr<IntrInner>([](IntrInner *o, PyObject *py) noexcept { o->set_self_py(py); }))
+        nb::intrusive_ptr<IntrInner>(
+            [](IntrInner *o, PyObject *py) noexcept { o->set_self_py(py); }))
         .def(nb::init<int64_t>(), "value"_a)
         .def_rw("value", &IntrInner::value);
     nb::class_<IntrOuter>(m, "IntrOuter")

@@ -20,7 +20,7 @@ def _untied_box(v: int = 1):
     return tt.Box(tt.Untied(v))
 
 
-# variant -> (holder factory, attribute of the holder yielding the object, echo or None, inner factory)
+# variant -> (holder factory, holder attribute yielding the object, echo or None, inner factory)
 VARIANTS = {
     "slots": (HOLDERS["slots"], "x", None, SlotsInner),
     "nb-ref": (nbp.RefOuter, "x", nbp.echo, nbp.RefInner),

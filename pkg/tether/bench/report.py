@@ -64,7 +64,8 @@ def run(cfg: dict, log=lambda s: None) -> dict:
     for n in (small, big):  # one population size at a time: nothing of one skews the other
         log(f"scaling, {n} live objects ...")
         gc.collect()
-        scaling.update(timing.run(scaling_cases(n), max(3, cfg["rounds"] // 4), cfg["target_ms"], log))
+        rounds = max(3, cfg["rounds"] // 4)
+        scaling.update(timing.run(scaling_cases(n), rounds, cfg["target_ms"], log))
         gc.collect()
     log("memory (one fresh interpreter per variant) ...")
     mem = memory.measure_all(cfg["n_mem"])

@@ -84,7 +84,8 @@ class _Job:
         self.samples.append(t * 1e9 / ops)
 
 
-def run(cases: list, rounds: int, target_ms: float, progress: Callable[[str], None] | None = None) -> dict:
+def run(cases: list, rounds: int, target_ms: float,
+        progress: Callable[[str], None] | None = None) -> dict:
     """Time every case; returns {key: Result}. Namespaces stay alive until all rounds are done."""
     jobs = [_Job(c) for c in cases]
     for j in jobs:
