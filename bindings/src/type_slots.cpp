@@ -48,10 +48,32 @@ PyObject *tp_new_impl(PyTypeObject *type, PyObject *, PyObject *) {
 /// Calling a bound tether type: make the wrapper, then run the bound __init__ on it, which
 /// creates the object with make_object and ties the two (bind_new). Python subclasses do
 /// not use this: CPython's type call runs tp_new_impl and then their own __init__.
+/// The bound __init__ of `type` (borrowed). HOT: every construction. GIL builds keep the
+/// last answer per type while the type's version tag is unchanged (any change to the type
+/// or its bases gives it a new tag); free-threaded builds ask the type cache each time.
+PyObject *lookup_init(PyTypeObject *type) noexcept {
+#if !defined(Py_GIL_DISABLED)
+    struct Entry {
+        PyTypeObject *type;
+        unsigned int version;
+        PyObject *init;
+    };
+    static Entry cache[64];
+    Entry &e = cache[(reinterpret_cast<uintptr_t>(type) >> 6) & 63];
+    if (e.type == type && e.version == type->tp_version_tag && type->tp_version_tag != 0)
+        return e.init;
+    PyObject *init = _PyType_Lookup(type, g_str_init); // assigns a version tag if it can
+    e = Entry{type, type->tp_version_tag, init};
+    return init;
+#else
+    return _PyType_Lookup(type, g_str_init);
+#endif
+}
+
 PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t nargsf,
                           PyObject *kwnames) {
     PyTypeObject *type = reinterpret_cast<PyTypeObject *>(type_obj);
-    PyObject *init = _PyType_Lookup(type, g_str_init); // borrowed, served by the type cache
+    PyObject *init = lookup_init(type);
     if (!init || Py_IS_TYPE(init, &PyWrapperDescr_Type)) {
         PyErr_Format(PyExc_TypeError, "%s: no constructor defined!", type->tp_name);
         return nullptr;

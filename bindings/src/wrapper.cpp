@@ -182,19 +182,22 @@ static PyObject *drop_parked(ObjectHeader *h, uintptr_t word, PyObject *p) noexc
     return p;
 }
 
-PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
+/// The type a fresh wrapper gets: obj's own registered type, unless that is not a `required`.
+static PyTypeObject *fresh_type(Object *obj, PyTypeObject *required) noexcept {
     PyTypeObject *type = type_for(obj->type_index());
     if (!type || (required && !PyType_IsSubtype(type, required)))
         type = required;
-    if (!type) {
+    if (!type)
         PyErr_SetString(PyExc_TypeError,
                         "tether: no Python type is bound for this C++ object's type");
-        return nullptr;
-    }
+    return type;
+}
 
+PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
     ObjectHeader *h = obj->header();
     if (!h) { // the type opted out of the header: a fresh, untied wrapper each time
-        PyObject *self = alloc_wrapper(type);
+        PyTypeObject *type = fresh_type(obj, required);
+        PyObject *self = type ? alloc_wrapper(type) : nullptr;
         if (!self)
             return nullptr;
         obj->inc_ref();
@@ -242,7 +245,8 @@ PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
 
             case WrapState::Detached: { // T1
                 lock.unlock(); // allocating may run the GC, and so deallocs
-                PyObject *self = alloc_wrapper(type);
+                PyTypeObject *type = fresh_type(obj, required);
+                PyObject *self = type ? alloc_wrapper(type) : nullptr;
                 if (!self)
                     return nullptr;
                 obj->inc_ref();

@@ -18,6 +18,7 @@
 #include <nanobind/stl/vector.h>
 #include <tether/python.h>
 
+#include <atomic>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -332,9 +333,14 @@ public:
         Base::def(
             "__init__",
             [](nb::handle self, Args... args) {
-                PyTypeObject *tp = py_type<T>();
-                if (!PyObject_TypeCheck(self.ptr(), tp))
-                    throw nb::type_error("__init__: self is not an instance of the bound type");
+                // HOT: every construction. Remember the last type that passed the check.
+                static std::atomic<PyTypeObject *> checked{nullptr};
+                PyTypeObject *self_type = Py_TYPE(self.ptr());
+                if (self_type != checked.load(std::memory_order_relaxed)) {
+                    if (!PyObject_TypeCheck(self.ptr(), py_type<T>()))
+                        throw nb::type_error("__init__: self is not an instance of the bound type");
+                    checked.store(self_type, std::memory_order_relaxed);
+                }
                 Ref<T> obj = make_object<T>(std::forward<Args>(args)...);
                 if (!py::bind_new(self.ptr(), obj.release()))
                     throw nb::python_error();

@@ -53,6 +53,12 @@ TETHER_API PyObject * wrap_slow(Object *obj, PyTypeObject *type) noexcept;
 /// T2 only: the live wrapper of `obj` as a new reference, or nullptr if it has none (then
 /// call wrap_slow). HOT: one load, one compare, one incref; no type lookup.
 inline PyObject *wrap_bound(Object *obj) noexcept {
+#if defined(Py_GIL_DISABLED)
+    // Without the GIL, BOUND(w) may be read just as another thread drops w's last reference:
+    // wrap_slow takes the header's lock and a TryIncRef (bindings/src/wrapper.cpp).
+    (void) obj;
+    return nullptr;
+#else
     if (ObjectHeader *h = obj->header()) {
         uintptr_t w = h->load();
         if (ObjectHeader::state_of(w) == WrapState::Bound) {
@@ -62,6 +68,7 @@ inline PyObject *wrap_bound(Object *obj) noexcept {
         }
     }
     return nullptr;
+#endif
 }
 
 /// T1/T2/T4: the one wrapper of `obj`, as a new reference; None for nullptr. `type` is the
