@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """dataclasses on bound types (fields declared in C++), and @tether.dataclass types in Python."""
+import copy
 import dataclasses
 import gc
 import pickle
@@ -231,6 +232,38 @@ class TestDeclared:
             @tether.dataclass
             class NotTether:
                 z: int = 0
+
+    def test_own_init_post_init_and_no_fields(self):
+        @tether.dataclass(init=False)
+        class Own(tether.Object):
+            a: int = 0
+
+            def __init__(self, twice):
+                self.extra = "before any field"  # __dict__ works before the C++ object
+                self.a = 2 * twice
+
+        @tether.dataclass
+        class Post(tether.Object):
+            a: int
+            b: int = dataclasses.field(init=False)
+
+            def __post_init__(self):
+                self.b = self.a + 1
+
+        @tether.dataclass
+        class Empty(tether.Object):
+            pass
+
+        assert Own(4).a == 8 and Post(1).b == 2
+        e = Empty()
+        assert _data.is_initialized(e) and repr(e).endswith("Empty()")
+        assert _data.slot_count(e) == 0 and type(copy.copy(e)) is Empty
+
+    def test_failed_init_leaves_nothing(self):
+        with pytest.raises(TypeError):
+            Point()
+        with pytest.raises(TypeError, match="Point.x"):
+            Point("x")
 
     def test_no_leak(self):
         collect()

@@ -13,6 +13,7 @@
 #include <tether/nanobind.h>
 
 #include <cstring>
+#include <new>
 #include <string>
 #include <variant>
 #include <vector>
@@ -193,6 +194,45 @@ bool from_python(const Slot *s, PyObject *value, Value &out) noexcept {
     }
 }
 
+/// Makes the C++ object of `self` (an instance of a DataObject subclass) with the number of
+/// slots its class declares, and ties the two. Sets a Python error and returns false on
+/// failure, including when self is already initialized.
+bool make_data(PyObject *self) noexcept {
+    static PyObject *name = PyUnicode_InternFromString("__tether_slot_count__");
+    if (!name)
+        return false;
+    // Borrowed, served by the type cache, and no AttributeError to raise and clear when
+    // absent (DataObject itself has no slots).
+    PyObject *n = _PyType_Lookup(Py_TYPE(self), name);
+    Py_ssize_t count = n ? PyLong_AsSsize_t(n) : 0;
+    if (count < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "__tether_slot_count__ must be >= 0");
+        return false;
+    }
+    Ref<DataObject> obj;
+    try {
+        obj = tether::make_object<DataObject>((size_t) count);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return false;
+    }
+    return tether::py::bind_new(self, obj.release());
+}
+
+/// A field write on a wrapper no __init__ has tied yet (the generated dataclass __init__
+/// setting its first field) makes the C++ object first. Moved-from wrappers stay unusable.
+DataObject *data_for_write(PyObject *self) noexcept {
+    if (DataObject *d = data_of(self))
+        return d;
+    auto *w = reinterpret_cast<tether::py::Wrapper *>(self);
+    if (w->state.state != tether::py::state_uninitialized) {
+        tether::py::raise_unusable(self);
+        return nullptr;
+    }
+    return make_data(self) ? data_of(self) : nullptr;
+}
+
 int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
     auto *s = static_cast<Slot *>(closure);
     if (!value) {
@@ -200,11 +240,9 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
                      s->name.c_str());
         return -1;
     }
-    DataObject *d = data_of(self);
-    if (!d) {
-        tether::py::raise_unusable(self);
+    DataObject *d = data_for_write(self);
+    if (!d)
         return -1;
-    }
     if (s->index >= d->slots.size()) {
         PyErr_Format(PyExc_AttributeError, "%s.%s: this object has no such field",
                      s->owner.c_str(), s->name.c_str());
@@ -266,9 +304,7 @@ void data_init(nb::handle self) {
     PyTypeObject *tp = tether::py_type<DataObject>();
     if (!PyObject_TypeCheck(self.ptr(), tp))
         throw nb::type_error("DataObject.__init__: self is not a DataObject");
-    nb::object n = nb::getattr(self.type(), "__tether_slot_count__", nb::int_(0));
-    Ref<DataObject> obj = tether::make_object<DataObject>(nb::cast<size_t>(n));
-    if (!tether::py::bind_new(self.ptr(), obj.release()))
+    if (!make_data(self.ptr()))
         throw nb::python_error();
 }
 

@@ -145,9 +145,22 @@ def _install_slots(cls):
     _fields.forget(cls)
 
 
-def _wrap_init(cls):
+def _sets_a_field(f):
+    return f.init or f.default is not dataclasses.MISSING or \
+        f.default_factory is not dataclasses.MISSING
+
+
+def _wrap_init(cls, generated):
+    """Make sure ``__init__`` makes the C++ object before anything reads a field.
+
+    A field write on an uninitialized wrapper makes it (data_object.cpp, data_for_write), so
+    the ``__init__`` dataclasses generated needs nothing when it sets at least one field. Any
+    other ``__init__`` is wrapped to make the object first.
+    """
     init = cls.__dict__.get("__init__")
     if init is None:
+        return
+    if generated and any(_sets_a_field(f) for f in dataclasses.fields(cls)):
         return
 
     @functools.wraps(init)
@@ -174,7 +187,7 @@ def dataclass(cls=None, /, *, init=True, repr=True, eq=True, order=False, unsafe
             options.update(match_args=match_args, kw_only=kw_only)
         cls = dataclasses.dataclass(cls, **options)
         _install_slots(cls)
-        _wrap_init(cls)
+        _wrap_init(cls, generated=init)
         return cls
 
     return wrap if cls is None else wrap(cls)
