@@ -265,6 +265,30 @@ class TestDeclared:
         with pytest.raises(TypeError, match="Point.x"):
             Point("x")
 
+    def test_threads_write_and_read_one_field(self):
+        """Racing writers and readers of one field (free-threaded builds: per-object lock)."""
+        import threading
+        h = Holder()
+        p = Point(0)
+        values = [[1], "s", t.Inner(1), None, (2,)]
+        seen_bad = []
+
+        def work(k):
+            for i in range(2000):
+                h.payload = values[(i + k) % len(values)]
+                if h.payload not in values:
+                    seen_bad.append(h.payload)
+                p.x = i
+                p.child = values[2] if i % 2 else None
+                assert p.child in (None, values[2])
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert seen_bad == [] and 0 <= p.x < 2000
+
     def test_no_leak(self):
         collect()
         before = tether.stats()
