@@ -237,6 +237,22 @@ template <typename M> nb::object annotation() {
     }
 }
 
+/// An annotation as people write it: `int`, `Inner | None`, `list[Inner]`.
+inline std::string describe(nb::handle a) {
+    if (PyType_Check(a.ptr()))
+        return nb::cast<std::string>(a.attr("__name__"));
+    nb::object args = nb::getattr(a, "__args__", nb::none());
+    nb::object origin = nb::getattr(a, "__origin__", nb::none());
+    if (nb::isinstance<nb::tuple>(args)) {
+        nb::tuple t = nb::borrow<nb::tuple>(args);
+        if (t.size() == 2 && t[1].is(nb::handle(reinterpret_cast<PyObject *>(Py_TYPE(Py_None)))))
+            return describe(t[0]) + " | None";
+        if (t.size() == 1 && origin.is(nb::handle(reinterpret_cast<PyObject *>(&PyList_Type))))
+            return "list[" + describe(t[0]) + "]";
+    }
+    return nb::cast<std::string>(nb::str(a));
+}
+
 template <typename T, typename M> struct Field {
     M T::*member;
     const char *owner;
@@ -288,7 +304,12 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
     bool ok = c.from_python(value, (uint32_t) nb::detail::cast_flags::convert, &cleanup);
     int rv = -1;
     if (!ok) {
-        nb::str want = nb::str(annotation<M>());
+        std::string want;
+        try {
+            want = describe(annotation<M>());
+        } catch (nb::python_error &e) {
+            want = "another type";
+        }
         PyErr_Format(PyExc_TypeError, "%s.%s: expected %s, got %s", f->owner, f->name,
                      want.c_str(), Py_TYPE(value)->tp_name);
     } else {
@@ -365,6 +386,10 @@ private:
     template <typename M>
     class_ &add_field(const char *name, M T::*member, const char *doc, bool writable) {
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
+        nb::object annotation = fields::annotation<M>();
+        if (!doc) // help() always says something: "value: int"
+            doc = (new std::string(std::string(name) + ": " + fields::describe(annotation)))
+                      ->c_str(); // lives with the type
         auto *f = new fields::Field<T, M>{member, tp->tp_name, name, {}}; // lives with the type
         f->def = PyGetSetDef{name, &fields::get<T, M>, writable ? &fields::set<T, M> : nullptr,
                              doc, f};
@@ -378,7 +403,7 @@ private:
             names.append(h);
         names.append(nb::str(name));
         nb::setattr(*this, "__tether_fields__", nb::tuple(names));
-        nb::getattr(*this, "__annotations__")[name] = fields::annotation<M>();
+        nb::getattr(*this, "__annotations__")[name] = annotation;
         return *this;
     }
 };
