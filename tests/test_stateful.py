@@ -6,7 +6,8 @@ holds its wrapper, and the id() its wrapper must keep. After every step the inva
 the model with tether.stats() and use_count().
 
 Size: a fixed, fast run by default. ``TETHER_STRESS=nightly`` runs many more examples and
-longer programs (see README, "Reliability").
+longer programs, with a random seed (see README, "Reliability"); TETHER_STRESS_EXAMPLES
+overrides the number of programs.
 """
 import gc
 import os
@@ -22,8 +23,8 @@ import tether
 from tether import testing as t
 
 NIGHTLY = os.environ.get("TETHER_STRESS") == "nightly"
-EXAMPLES = 1500 if NIGHTLY else 60
-STEPS = 120 if NIGHTLY else 40
+EXAMPLES = int(os.environ.get("TETHER_STRESS_EXAMPLES", 1000 if NIGHTLY else 60))
+STEPS = 100 if NIGHTLY else 40
 
 #: __del__ calls per wrapper tag (SubDel instances): must be 0 while alive or parked, 1 after.
 DELS = {}
