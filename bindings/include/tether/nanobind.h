@@ -267,12 +267,18 @@ template <typename T, typename M> T *self_object(PyObject *self) noexcept {
 
 /// HOT: `a.x`. CPython's getset descriptor calls this directly: no argument parsing and no
 /// overload dispatch, just the object pointer, the member and (for objects) wrap().
-template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
-    auto *f = static_cast<Field<T, M> *>(closure);
-    T *t = self_object<T, M>(self);
-    if (!t)
-        return py::raise_unusable(self);
-    const M &v = t->*(f->member);
+/// Free-threaded builds: a field is read and written under the owning wrapper's critical
+/// section, so a reader never sees a Ref that a concurrent writer is releasing. Nothing that
+/// can run Python (wrap, releasing the old value) happens inside it. GIL builds: nothing.
+#if defined(Py_GIL_DISABLED)
+struct FieldLock {
+    PyCriticalSection cs;
+    explicit FieldLock(PyObject *self) { PyCriticalSection_Begin(&cs, self); }
+    ~FieldLock() { PyCriticalSection_End(&cs); }
+};
+#endif
+
+template <typename M> PyObject *to_python(const M &v) noexcept {
     if constexpr (is_ref<M>::value) {
         return wrap(v.get());
     } else if constexpr (std::is_same_v<M, bool>) {
@@ -286,6 +292,36 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
     } else {
         return nb::detail::make_caster<M>::from_cpp(v, nb::rv_policy::copy, nullptr).ptr();
     }
+}
+
+template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
+    auto *f = static_cast<Field<T, M> *>(closure);
+    T *t = self_object<T, M>(self);
+    if (!t)
+        return py::raise_unusable(self);
+#if defined(Py_GIL_DISABLED)
+    M copy; // a Ref copy holds its own count while wrap() runs outside the lock
+    {
+        FieldLock lock(self);
+        copy = t->*(f->member);
+    }
+    return to_python(copy);
+#else
+    const M &v = t->*(f->member);
+    if constexpr (is_ref<M>::value) {
+        if (v) // T2 runs no Python code: no copy needed on the hot path
+            if (PyObject *p = py::wrap_bound(v.get()))
+                return p;
+    }
+    if constexpr (std::is_arithmetic_v<M>) {
+        return to_python(v);
+    } else {
+        // Making a wrapper allocates, which may run the GC and a __del__ that reassigns this
+        // very field: convert a copy that holds its own counts.
+        M copy = v;
+        return to_python(copy);
+    }
+#endif
 }
 
 template <typename T, typename M> int set(PyObject *self, PyObject *value, void *closure) noexcept {
@@ -314,8 +350,14 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
                      want.c_str(), Py_TYPE(value)->tp_name);
     } else {
         try {
-            t->*(f->member) = c.operator nb::detail::cast_t<M>();
-            rv = 0;
+            M incoming = c.operator nb::detail::cast_t<M>();
+            {
+#if defined(Py_GIL_DISABLED)
+                FieldLock lock(self);
+#endif
+                std::swap(t->*(f->member), incoming);
+            }
+            rv = 0; // `incoming` now holds the old value: released here, outside the lock
         } catch (nb::python_error &e) {
             e.restore();
         } catch (const std::exception &e) {
