@@ -193,17 +193,21 @@ static PyTypeObject *fresh_type(Object *obj, PyTypeObject *required) noexcept {
     return type;
 }
 
-PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
-    ObjectHeader *h = obj->header();
-    if (!h) { // the type opted out of the header: a fresh, untied wrapper each time
-        PyTypeObject *type = fresh_type(obj, required);
-        PyObject *self = type ? alloc_wrapper(type) : nullptr;
-        if (!self)
-            return nullptr;
+/// A ready wrapper of the right type for `obj`, owning a new strong count (T1 before publish).
+static PyObject *new_wrapper(Object *obj, PyTypeObject *required) noexcept {
+    PyTypeObject *type = fresh_type(obj, required);
+    PyObject *self = type ? alloc_wrapper(type) : nullptr;
+    if (self) {
         obj->inc_ref();
         mark_ready(self, obj);
-        return self;
     }
+    return self;
+}
+
+PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
+    ObjectHeader *h = obj->header();
+    if (!h) // the type opted out of the header: a fresh, untied wrapper each time
+        return new_wrapper(obj, required);
 
     for (;;) {
         WordLock lock(h);
@@ -245,12 +249,9 @@ PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
 
             case WrapState::Detached: { // T1
                 lock.unlock(); // allocating may run the GC, and so deallocs
-                PyTypeObject *type = fresh_type(obj, required);
-                PyObject *self = type ? alloc_wrapper(type) : nullptr;
+                PyObject *self = new_wrapper(obj, required);
                 if (!self)
                     return nullptr;
-                obj->inc_ref();
-                mark_ready(self, obj);
                 allow_try_incref(self);
                 WordLock relock(h);
                 if (!publish(h, word, self, WrapState::Bound)) {
