@@ -260,7 +260,7 @@ template <typename T, typename M> struct Field {
     PyGetSetDef def;
 };
 
-template <typename T, typename M> T *self_object(PyObject *self) noexcept {
+template <typename T> T *self_object(PyObject *self) noexcept {
     Object *o = py::object_of(self);
     return o ? static_cast<T *>(o) : nullptr; // the descriptor already checked the type
 }
@@ -296,7 +296,7 @@ template <typename M> PyObject *to_python(const M &v) noexcept {
 
 template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
     auto *f = static_cast<Field<T, M> *>(closure);
-    T *t = self_object<T, M>(self);
+    T *t = self_object<T>(self);
     if (!t)
         return py::raise_unusable(self);
 #if defined(Py_GIL_DISABLED)
@@ -330,7 +330,7 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
         PyErr_Format(PyExc_AttributeError, "cannot delete field %s.%s", f->owner, f->name);
         return -1;
     }
-    T *t = self_object<T, M>(self);
+    T *t = self_object<T>(self);
     if (!t) {
         py::raise_unusable(self);
         return -1;
