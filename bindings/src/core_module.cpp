@@ -59,8 +59,9 @@ NB_MODULE(_core, m) {
         "`obj` from its C++ object; using `obj` afterwards raises ValueError.");
 
     m.def("stats", [] { return nb::steal(tether::py::stats_dict()); },
-          "Counters: live (C++ objects), bound (live wrappers), parked (wrappers kept for "
-          "objects Python dropped), orphaned (parked wrappers left by a finalized interpreter).");
+          "Counters: live (C++ objects), bound (objects with a wrapper), shared (of those, the "
+          "ones C++ also holds, whose wrapper the header keeps alive), orphaned (wrappers left "
+          "behind by a finalized interpreter).");
 
     m.def("header_size", [] { return tether::header_size<LayoutProbe>(); },
           "Bytes tether adds in front of an object of ordinary alignment.");

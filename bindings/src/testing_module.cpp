@@ -133,7 +133,7 @@ NB_MODULE(testing, m) {
               return nb::steal(tether::py::wrap_slow(o.x.get(), tp));
           },
           "outer"_a, "cls"_a,
-          "outer.x wrapped as `cls` from C++: a parked wrapper that is not a `cls` is replaced.");
+          "outer.x wrapped from C++ with `cls` as the type a fresh wrapper would get.");
     m.def("keep_until_exit",
           [](Ref<Object> o) {
               // Released by static destruction, after the interpreter has finalized.

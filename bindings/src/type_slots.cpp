@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-// bindings/src/type_slots.cpp: the CPython type slots of tether types (tp_new, the type call,
-// tp_dealloc/tp_finalize installation), the move token, and process-wide setup
-#include "wrapper_internal.h"
+// bindings/src/type_slots.cpp: the CPython type slots of tether types (tp_new and the wrapper's
+// allocation, the type call, tp_dealloc installation), the move token, and process-wide setup
+#include "lifecycle.h"
+
+#include "compat.h"
+
+#include <cstring>
 
 #include <atomic>
 
 namespace tether::py {
 
 namespace {
-/// CPython's slot_tp_finalize (what a Python `__del__` installs), learned from a probe class.
-destructor g_python_finalize = nullptr;
 PyObject *g_str_init = nullptr;
 PyTypeObject *g_move_token_type = nullptr;
 std::atomic<bool> g_initialized{false};
@@ -62,11 +64,11 @@ PyObject *lookup_init(PyTypeObject *type) noexcept {
     Entry &e = cache[(reinterpret_cast<uintptr_t>(type) >> 6) & 63];
     if (e.type == type && e.version == type->tp_version_tag && type->tp_version_tag != 0)
         return e.init;
-    PyObject *init = _PyType_Lookup(type, g_str_init); // assigns a version tag if it can
+    PyObject *init = compat::type_lookup(type, g_str_init); // assigns a version tag if it can
     e = Entry{type, type->tp_version_tag, init};
     return init;
 #else
-    return _PyType_Lookup(type, g_str_init);
+    return compat::type_lookup(type, g_str_init);
 #endif
 }
 
@@ -116,42 +118,31 @@ PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t narg
     return self;
 }
 
-destructor probe_finalizer() {
-    // A throwaway class with __del__ tells us CPython's slot_tp_finalize.
-    PyObject *ns = PyDict_New();
-    if (!ns)
-        return nullptr;
-    PyObject *code = Py_CompileString("def __del__(self): pass", "<tether>", Py_file_input);
-    PyObject *builtins = PyEval_GetBuiltins();
-    if (code)
-        PyDict_SetItemString(ns, "__builtins__", builtins);
-    PyObject *r = code ? PyEval_EvalCode(code, ns, ns) : nullptr;
-    Py_XDECREF(code);
-    Py_XDECREF(r);
-    PyObject *cls = r ? PyObject_CallFunction((PyObject *) &PyType_Type, "s(O)O", "_tether_probe",
-                                              (PyObject *) &PyBaseObject_Type, ns)
-                      : nullptr;
-    Py_DECREF(ns);
-    if (!cls)
-        return nullptr;
-    destructor f = reinterpret_cast<PyTypeObject *>(cls)->tp_finalize;
-    Py_DECREF(cls);
-    return f;
-}
 } // namespace
 
-void adopt_python_subclass(PyTypeObject *type) noexcept {
-    // HOT (a pointer compare per wrapper allocation); the store happens once per class.
-    // A Python subclass inherits tether_finalize unless it defines __del__, which makes
-    // CPython install slot_tp_finalize: wrap that (call_user_finalizer runs the __del__).
-    if (type->tp_finalize != &tether_finalize && type->tp_dealloc != &tether_dealloc)
-        type->tp_finalize = &tether_finalize;
-}
-
-void call_user_finalizer(PyObject *self) noexcept {
-    // slot_tp_finalize looks __del__ up on the type and does nothing without one.
-    if (g_python_finalize && Py_TYPE(self)->tp_dealloc != &tether_dealloc)
-        g_python_finalize(self);
+PyObject *alloc_wrapper(PyTypeObject *type) noexcept {
+    PyObject *self;
+    if (!PyType_IS_GC(type) && type->tp_dictoffset == 0 && type->tp_itemsize == 0 &&
+        (type->tp_weaklistoffset == 0 || type->tp_weaklistoffset == (Py_ssize_t) sizeof(Wrapper))) {
+        // HOT: every fresh wrapper of a bound type. Only the nb_inst part, the object
+        // pointer and (if the type has one) the weakref list exist: allocate just that.
+        size_t size = sizeof(Wrapper) + (type->tp_weaklistoffset ? sizeof(PyObject *) : 0);
+        self = static_cast<PyObject *>(PyObject_Malloc(size));
+        if (!self)
+            return PyErr_NoMemory();
+        std::memset(static_cast<void *>(self), 0, size);
+        PyObject_Init(self, type);
+    } else {
+        self = type->tp_alloc(type, 0);
+        if (!self)
+            return nullptr;
+    }
+    Wrapper *w = reinterpret_cast<Wrapper *>(self);
+    w->offset = (int32_t) offsetof(Wrapper, object);
+    w->state = InstState{};
+    w->state.state = state_uninitialized;
+    w->object = nullptr;
+    return self;
 }
 
 PyObject *make_move_token(PyObject *wrapper) noexcept {
@@ -175,13 +166,19 @@ int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
     }
     type->tp_new = tp_new_impl;
     type->tp_dealloc = tether_dealloc;
-    type->tp_finalize = tether_finalize;
     type->tp_vectorcall = type_vectorcall;
-    // Weak references: one list pointer right after the object pointer (alloc_wrapper).
-    // nanobind gave the type room for a whole T there, so the slot fits.
-    if (type->tp_weaklistoffset == 0 && !PyType_IS_GC(type) &&
-        type->tp_basicsize >= (Py_ssize_t) (sizeof(Wrapper) + sizeof(PyObject *)))
+    // The object lives in its own block, never inside the wrapper, so a wrapper is just
+    // nb_inst, the object pointer and a weakref list, whatever sizeof(T) is (nanobind sized
+    // the type for an inline T). Python subclasses then lay out __dict__ and slots after it.
+    // Types nanobind gave a __dict__ or weakref slot of its own (nb::dynamic_attr,
+    // nb::is_weak_referenceable) keep nanobind's layout.
+    const Py_ssize_t ours = (Py_ssize_t) sizeof(Wrapper); // where our weakref list goes
+    if ((type->tp_weaklistoffset == 0 || type->tp_weaklistoffset == ours) &&
+        type->tp_dictoffset == 0 && !PyType_IS_GC(type) && type->tp_itemsize == 0 &&
+        type->tp_basicsize >= ours + (Py_ssize_t) sizeof(PyObject *)) {
         type->tp_weaklistoffset = (Py_ssize_t) sizeof(Wrapper);
+        type->tp_basicsize = (Py_ssize_t) (sizeof(Wrapper) + sizeof(PyObject *));
+    }
     PyType_Modified(type);
     Py_INCREF(type); // the process-wide table refers to it for as long as the process runs
     PyObject *old = static_cast<PyObject *>(slot->exchange(type, std::memory_order_acq_rel));
@@ -192,7 +189,7 @@ int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
 PyObject *stats_dict() noexcept {
     Stats c = detail::read_stats();
     return Py_BuildValue("{sLsLsLsL}", "live", (long long) c.live, "bound", (long long) c.bound,
-                         "parked", (long long) c.parked, "orphaned", (long long) c.orphaned);
+                         "shared", (long long) c.shared, "orphaned", (long long) c.orphaned);
 }
 
 int initialize() noexcept {
@@ -207,11 +204,10 @@ int initialize() noexcept {
     }
     g_str_init = PyUnicode_InternFromString("__init__");
     g_move_token_type = reinterpret_cast<PyTypeObject *>(PyType_FromSpec(&move_token_spec));
-    g_python_finalize = probe_finalizer();
-    if (!g_str_init || !g_move_token_type || !g_python_finalize)
+    if (!g_str_init || !g_move_token_type)
         return -1;
     PythonHooks hooks;
-    hooks.release_parked = &release_parked;
+    hooks.settle = &settle;
     detail::set_python_hooks(hooks);
     g_initialized.store(true, std::memory_order_release);
     return 0;

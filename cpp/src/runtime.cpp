@@ -82,16 +82,59 @@ NOINLINE_COLD ThreadCounts *register_thread() noexcept {
 
 /// Destroys the payload and drops the weak count the strong counts held together.
 void destroy(Object *obj) noexcept {
+    void *block = ObjectAccess::block_of(obj); // before ~T: it reads the vtable
     // With no WeakRef left (weak == 1, the strong counts' own), none can appear any more:
     // free the block without another atomic read-modify-write.
     bool sole = ObjectAccess::weak_count(obj) == 1;
-    void *block = ObjectAccess::block_of(obj);
     obj->~Object();
     add_count(Counter::live, -1);
-    if (sole)
+    if (sole) {
         free_block(block);
-    else
+    } else {
+        ObjectAccess::remember_block(obj, block);
         obj->dec_weak();
+    }
+}
+
+// ---- the trashcan: destructions started inside a destructor wait their turn ----------------
+//
+// ~Box releases its Ref, which may destroy the next Box, whose destructor releases the
+// next... Run naively that recursion is as deep as the chain. Instead the outermost
+// destruction on a thread drains a per-thread queue of objects whose count reached zero
+// while it ran, so the C stack stays flat whatever the chain's length (CPython's own
+// trashcan does the same for its containers).
+struct Trashcan {
+    Object **items;
+    size_t size, capacity;
+    bool draining;
+};
+__attribute__((tls_model("initial-exec"))) thread_local Trashcan t_trash = {nullptr, 0, 0, false};
+
+/// Queue `obj` behind the destruction under way; false if no memory (destroy it now).
+bool defer(Object *obj) noexcept {
+    Trashcan &t = t_trash;
+    if (t.size == t.capacity) {
+        size_t cap = t.capacity ? t.capacity * 2 : 64;
+        void *grown = std::realloc(t.items, cap * sizeof(Object *));
+        if (!grown)
+            return false;
+        t.items = static_cast<Object **>(grown);
+        t.capacity = cap;
+    }
+    t.items[t.size++] = obj;
+    return true;
+}
+
+void destroy_all(Object *first) noexcept {
+    Trashcan &t = t_trash;
+    t.draining = true;
+    destroy(first);
+    while (t.size > 0)
+        destroy(t.items[--t.size]);
+    std::free(t.items); // nothing stays allocated between destructions (no per-thread leak)
+    t.items = nullptr;
+    t.capacity = 0;
+    t.draining = false;
 }
 } // namespace
 
@@ -115,7 +158,7 @@ Stats read_stats() noexcept {
     Stats s;
     s.live = sum[0];
     s.bound = sum[1];
-    s.parked = sum[2];
+    s.shared = sum[2];
     s.orphaned = sum[3];
     return s;
 }
@@ -156,28 +199,35 @@ void *allocate_block(size_t size, size_t align) {
 
 void free_block(void *block) noexcept { std::free(block); }
 
+void on_share(Object *obj) noexcept {
+    if (g_hooks.settle)
+        g_hooks.settle(obj);
+}
+
+void on_unshare(Object *obj) noexcept {
+    if (g_hooks.settle)
+        g_hooks.settle(obj);
+}
+
 void on_last_strong(Object *obj) noexcept {
-    ObjectHeader *h = obj->header();
-    if (h) {
-        uintptr_t w = h->load();
-        if (ObjectHeader::state_of(w) == WrapState::Parked) {
-            // T6: the wrapper's final deallocation runs in Python and destroys the object.
-            if (g_hooks.release_parked && g_hooks.release_parked(obj))
-                return;
-            // T10: no interpreter to return the memory to.
-            if (h->transition(w, nullptr, WrapState::Detached)) {
-                add_count(Counter::parked, -1);
-                add_count(Counter::orphaned, 1);
-            }
-        }
+    // Counts on an object tether did not allocate (a member of another object, a stack
+    // object) never free it: its owner does.
+    if (!obj->made_by_tether())
+        return;
+    TETHER_ASSERT(!obj->header() || obj->header()->load() == 0,
+                  "T9: an object is destroyed while its header still names a wrapper");
+    if (t_trash.draining) {
+        if (defer(obj))
+            return;
+        destroy(obj); // out of memory for the queue: recurse rather than leak
+        return;
     }
-    destroy(obj);
+    destroy_all(obj);
 }
 
 void on_last_weak(Object *obj) noexcept {
-    // The payload is gone; Object's trivially destructible layout fields are still in the
-    // block's bytes (nothing wrote over them), which is all the free needs.
-    free_block(ObjectAccess::block_of(obj));
+    // The payload is gone; destroy() left the block's distance in the dead object's bytes.
+    free_block(ObjectAccess::remembered_block(obj));
 }
 
 } // namespace tether::detail

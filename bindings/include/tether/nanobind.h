@@ -132,8 +132,23 @@ template <typename T> struct type_caster<tether::Ref<T>> {
 
     Value value;
     PyObject *move_src = nullptr;
+    PyObject *quiet_src = nullptr; ///< the wrapper whose object `value` counted quietly
+
+    type_caster() = default;
+    type_caster(const type_caster &) = delete;
+    type_caster &operator=(const type_caster &) = delete;
+    /// The call is over (or never happened): settle what it may have stored or dropped.
+    /// The caller still holds quiet_src (an argument, or an element of one).
+    ~type_caster() {
+        if (quiet_src)
+            tether::py::settle_after_call(quiet_src);
+    }
 
     bool from_python(handle src, uint32_t flags, cleanup_list *cleanup) noexcept {
+        if (quiet_src) { // containers reuse one caster for every element
+            tether::py::settle_after_call(quiet_src);
+            quiet_src = nullptr;
+        }
         if (src.ptr() == Py_None) {
             value.reset();
             return true;
@@ -151,6 +166,17 @@ template <typename T> struct type_caster<tether::Ref<T>> {
         if (inner.unusable) {
             move_src = inner.unusable; // reported by take_move() with the precise error
             return true;
+        }
+        if (inner.value) {
+            // A count without the E1 edge (header.h): the destructor settles once the call
+            // has shown whether C++ kept one.
+            tether::Object *obj = inner.value;
+            if (obj->header()) {
+                tether::py::inc_ref_quiet(obj);
+                value = Value::adopt(inner.value);
+                quiet_src = src.ptr();
+                return true;
+            }
         }
         value = Value(inner.value);
         return true;
@@ -396,14 +422,10 @@ public:
         Base::def(
             "__init__",
             [](nb::handle self, Args... args) {
-                // HOT: every construction. Remember the last type that passed the check.
-                static std::atomic<PyTypeObject *> checked{nullptr};
-                PyTypeObject *self_type = Py_TYPE(self.ptr());
-                if (self_type != checked.load(std::memory_order_relaxed)) {
-                    if (!PyObject_TypeCheck(self.ptr(), py_type<T>()))
-                        throw nb::type_error("__init__: self is not an instance of the bound type");
-                    checked.store(self_type, std::memory_order_relaxed);
-                }
+                // HOT: every construction. An exact match is one compare; subclasses walk the MRO.
+                PyTypeObject *bound = py_type<T>();
+                if (Py_TYPE(self.ptr()) != bound && !PyObject_TypeCheck(self.ptr(), bound))
+                    throw nb::type_error("__init__: self is not an instance of the bound type");
                 Ref<T> obj = make_object<T>(std::forward<Args>(args)...);
                 if (!py::bind_new(self.ptr(), obj.release()))
                     throw nb::python_error();

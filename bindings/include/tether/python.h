@@ -45,17 +45,18 @@ inline Object *object_of(PyObject *self) noexcept {
 /// Raise the error that says why `self` has no object (moved-from or uninitialized).
 TETHER_API PyObject * raise_unusable(PyObject *self) noexcept;
 
-/// Slow half of wrap(): T1 (fresh wrapper) or T4 (revive). New reference. `type` is the type
-/// the caller needs: a parked wrapper that is not an instance of it is released and replaced
-/// by a fresh one (type mismatch on revive).
+/// Slow half of wrap(): T2 (a fresh wrapper) or T3 under the header's lock. New reference.
+/// `type` is the type a fresh wrapper gets when obj's own C++ type has no Python type.
+/// Raises TypeError for an object not made by make_object, RuntimeError for one whose
+/// wrapper is being deallocated or that is being destroyed.
 TETHER_API PyObject * wrap_slow(Object *obj, PyTypeObject *type) noexcept;
 
-/// T2 only: the live wrapper of `obj` as a new reference, or nullptr if it has none (then
+/// T3 only: the live wrapper of `obj` as a new reference, or nullptr if it has none (then
 /// call wrap_slow). HOT: one load, one compare, one incref; no type lookup.
 inline PyObject *wrap_bound(Object *obj) noexcept {
 #if defined(Py_GIL_DISABLED)
     // Without the GIL, BOUND(w) may be read just as another thread drops w's last reference:
-    // wrap_slow takes the header's lock and a TryIncRef (bindings/src/wrapper.cpp).
+    // wrap_slow takes the header's lock and a TryIncRef (bindings/src/lifecycle.cpp).
     (void) obj;
     return nullptr;
 #else
@@ -71,7 +72,7 @@ inline PyObject *wrap_bound(Object *obj) noexcept {
 #endif
 }
 
-/// T1/T2/T4: the one wrapper of `obj`, as a new reference; None for nullptr. `type` is the
+/// T2/T3: the one wrapper of `obj`, as a new reference; None for nullptr. `type` is the
 /// type a fresh wrapper needs when obj's own C++ type has no Python type registered.
 inline PyObject *wrap(Object *obj, PyTypeObject *type) noexcept {
     if (!obj)
@@ -81,21 +82,45 @@ inline PyObject *wrap(Object *obj, PyTypeObject *type) noexcept {
     return wrap_slow(obj, type);
 }
 
-/// __init__: ties the uninitialized wrapper `self` to a new object (T1 with a given wrapper).
+/// T1: ties the uninitialized wrapper `self` to a new object (constructed from Python).
 /// Takes over `obj`'s strong count. Raises TypeError if self is already initialized.
 TETHER_API bool bind_new(PyObject *self, Object *obj) noexcept;
 
-/// T9: detach `self` from its object and return the object's strong count that self held.
+/// T4 / T5 / T8: make obj's SHARED bit match its count again (header.h). Any thread.
+TETHER_API void settle(Object *obj) noexcept;
+
+/// A strong count taken without the E1 edge, for argument casters: the caller holds the
+/// wrapper `self` for the whole call, and settle_after_call(self) runs when it returns.
+inline void inc_ref_quiet(Object *obj) noexcept {
+    detail::ObjectAccess::strong_word(obj).fetch_add(1, std::memory_order_relaxed);
+}
+
+/// After a call that may have stored (or dropped) counts taken with inc_ref_quiet: settle
+/// the object still tied to `self`, if any. HOT: one load and a compare when nothing changes.
+inline void settle_after_call(PyObject *self) noexcept {
+    Object *obj = object_of(self);
+    if (!obj)
+        return; // moved away meanwhile (T7): the wrapper owns nothing any more
+    uint32_t c = detail::ObjectAccess::strong_word(obj).load(std::memory_order_relaxed);
+    if (!(c & Object::wrapped_bit))
+        return;
+    uint32_t n = c & Object::count_mask;
+    if ((c & Object::shared_bit) ? n <= 1 : n >= 2)
+        settle(obj);
+}
+
+/// T7: detach `self` from its object and return the object's strong count that self held.
 /// Raises and returns nullptr if self has no object.
 TETHER_API Object * move_out(PyObject *self) noexcept;
 
-/// tether.move(x): a token that Ref<T> and T* parameters accept as "take it" (see T9).
+/// tether.move(x): a token that Ref<T> and T* parameters accept as "take it" (see T7).
 TETHER_API PyObject * make_move_token(PyObject *wrapper) noexcept;
 /// The wrapper inside a move token, or nullptr if `o` is not one. Borrowed.
 TETHER_API PyObject * move_token_target(PyObject *o) noexcept;
 
-/// Makes `type` (a freshly bound nanobind class) a tether type: installs tp_new, tp_dealloc,
-/// tp_finalize and the type call, and records it as the Python type of C++ type `type_index`.
+/// Makes `type` (a freshly bound nanobind class) a tether type: installs tp_new, tp_dealloc
+/// and the type call, shrinks its instances to the wrapper itself (the object lives in its
+/// own block), and records it as the Python type of C++ type `type_index`.
 TETHER_API int install_type(PyTypeObject *type, uint32_t type_index) noexcept;
 
 /// Python type registered for a type index, or nullptr.
@@ -108,7 +133,7 @@ inline PyTypeObject *type_for(uint32_t type_index) noexcept {
 TETHER_API int initialize() noexcept;
 
 
-/// Counters as a dict: live, bound, parked, orphaned.
+/// Counters as a dict: live, bound, shared, orphaned.
 TETHER_API PyObject * stats_dict() noexcept;
 
 } // namespace tether::py

@@ -26,22 +26,36 @@ namespace detail {
 
 struct ObjectAccess {
     static void init(Object *o, uint32_t type_index, size_t header_distance,
-                     size_t block_distance) noexcept {
-        o->m_type_index = type_index;
-        o->m_header_distance = static_cast<uint16_t>(header_distance);
-        o->m_block_distance = static_cast<uint16_t>(block_distance);
+                     size_t prefix) noexcept {
+        uint32_t log2_prefix = 0;
+        while (prefix > 1) {
+            prefix >>= 1;
+            ++log2_prefix;
+        }
+        o->m_info = type_index | Object::info_made | (log2_prefix << Object::info_prefix_shift);
+        o->m_header_distance = static_cast<uint32_t>(header_distance);
         o->m_strong.store(1, std::memory_order_relaxed);
     }
+    /// Start of the block make_object allocated. Only before the destructor runs (it reads
+    /// the most-derived object through the vtable).
     static void *block_of(const Object *o) noexcept {
-        return const_cast<char *>(reinterpret_cast<const char *>(o)) - o->m_block_distance;
+        uint32_t log2_prefix = (o->m_info >> Object::info_prefix_shift) & 15;
+        size_t prefix = log2_prefix ? (size_t) 1 << log2_prefix : 0;
+        return static_cast<char *>(const_cast<void *>(dynamic_cast<const void *>(o))) - prefix;
+    }
+    /// After the destructor: remember the block in the dead object's bytes for on_last_weak.
+    static void remember_block(Object *o, void *block) noexcept {
+        o->m_header_distance =
+            static_cast<uint32_t>(reinterpret_cast<char *>(o) - static_cast<char *>(block));
+    }
+    static void *remembered_block(Object *o) noexcept {
+        return reinterpret_cast<char *>(o) - o->m_header_distance;
     }
     static uint32_t weak_count(const Object *o) noexcept {
         return o->m_weak.load(std::memory_order_acquire);
     }
-    /// Only for on_last_strong's T6 path: gives the final wrapper deallocation a count.
-    static void set_strong(const Object *o, uint32_t v) noexcept {
-        o->m_strong.store(v, std::memory_order_release);
-    }
+    /// The whole strong word (count and the bindings' bits, header.h).
+    static std::atomic<uint32_t> &strong_word(const Object *o) noexcept { return o->m_strong; }
 };
 
 template <typename T> uint32_t type_index_of() noexcept {
@@ -60,8 +74,8 @@ template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
 
     constexpr bool with_header = wants_header<T>::value;
     constexpr size_t prefix = with_header ? block_prefix(alignof(T)) : 0;
-    static_assert(prefix + sizeof(T) < 65536,
-                  "make_object<T>: T is too large for the 16-bit block distance in Object");
+    static_assert(sizeof(T) < ((size_t) 1 << 31),
+                  "make_object<T>: T is too large for the 32-bit header distance in Object");
 
     char *block = static_cast<char *>(detail::allocate_block(prefix + sizeof(T), alignof(T)));
     char *storage = block + prefix;
@@ -79,8 +93,7 @@ template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
     const char *ob = reinterpret_cast<const char *>(o);
     detail::ObjectAccess::init(
         o, detail::type_index_of<T>(),
-        with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0,
-        static_cast<size_t>(ob - block));
+        with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0, prefix);
     detail::add_count(Counter::live, 1);
     return Ref<T>::adopt(p);
 }

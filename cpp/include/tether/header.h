@@ -1,102 +1,125 @@
 // SPDX-License-Identifier: Apache-2.0
-// cpp/include/tether/header.h: the 8-byte prefix header and its state machine
+// cpp/include/tether/header.h: the 8-byte prefix header, the count bits, and the lifecycle
 //
-// This banner is the one description of the design. Other files cite it (I3, T4, ...).
+// This banner is the one description of the design. The transitions it lists are made in
+// exactly one place each: bindings/src/lifecycle.cpp (everything Python) and
+// cpp/src/runtime.cpp (the last count and the free). docs/lifecycle.md says why.
 //
-// Memory layout (make_object<T>, alignof(T) <= 8)
-// -----------------------------------------------
+// Memory layout (make_object<T>)
+// ------------------------------
 //
 //     block (malloc)
-//     +----------------------+--------------------------------------+
-//     | ObjectHeader (8 B)   | T                                    |
-//     |   atomic<uintptr_t>  |   Object { vptr, strong, weak,       |
-//     |   word               |            type_index, layout }      |
-//     +----------------------+--------------------------------------+
-//                            ^ T*   (header = T* - 8)
+//     +-------------+----------------------+--------------------------------------+
+//     | padding     | ObjectHeader (8 B)   | T                                    |
+//     | (alignof(T) |   atomic<uintptr_t>  |   ... Object { vptr, count, weak,    |
+//     |  > 8 only)  |   word               |               header_distance, info }|
+//     +-------------+----------------------+--------------------------------------+
+//                                          ^ T*   (header = Object* - header_distance)
 //
-// For alignof(T) = A > 8 the block starts A bytes before T and the first A - 8 bytes are
-// padding, so T stays aligned and the header still sits immediately before it. Object stores
-// the distance from itself to the header, so `Object* -> header` is one load and a subtract,
-// even when Object is not the first base of T (I6).
+// Object stores the distance from itself to the header (32 bits: any size of T), so
+// `Object* -> header` is one load and a subtract even when Object is not the first base.
+// Objects not made by make_object (embedded in another object, on the stack) have no
+// header and no "made" bit: tether never wraps them and never frees them.
 //
-// The word
-// --------
-//     word = (uintptr_t) wrapper | state          wrapper: a PyObject*, 8-byte aligned
-//     state (low 2 bits)                           never dereferenced by cpp/
+// Two words describe an object's tie to Python
+// ---------------------------------------------
+//   the header word  = (uintptr_t) wrapper | state       state: DETACHED, BOUND, DYING
+//   the strong count = WRAPPED bit | SHARED bit | n      n: strong references
 //
-// | state    | bits | wrapper          | meaning                                                |
-// |----------|------|------------------|--------------------------------------------------------|
-// | DETACHED | 0    | null             | no Python wrapper exists                               |
-// | BOUND    | 1    | alive            | Python holds the wrapper; it owns one strong count     |
-// | PARKED   | 2    | alive, 1 ref is  | no Python reference is left but the header's own; the  |
-// |          |      | the header's     | wrapper owns no count; memory, type, __dict__, slots   |
-// |          |      |                  | and weakrefs are untouched                             |
-// | DYING    | 3    | being freed      | the wrapper is inside its final deallocation           |
+//   WRAPPED: a wrapper exists and owns one of the n references.
+//   SHARED:  n >= 2 was seen, so the header owns one Python reference to the wrapper:
+//            while anything besides the wrapper holds the object, the wrapper cannot die.
+//            (PyTorch's 2025 "PyObject preservation" rework, nanobind's intrusive_counter.)
 //
-// Parking keeps the wrapper a normal live object: its last reference moves to the header
-// instead of being freed, before anything of it is cleared. The GC sees an external
-// reference, weakrefs stay valid, and reviving is handing that reference back.
+// | header word | count bits      | meaning                                                |
+// |-------------|-----------------|--------------------------------------------------------|
+// | DETACHED    | n               | no wrapper; C++ alone holds the object                 |
+// | BOUND(w)    | WRAPPED, n = 1  | Python alone holds the object, through w               |
+// | BOUND(w)    | WRAPPED|SHARED  | C++ shares it (n >= 2): the header keeps w alive, so   |
+// |             |   n >= 2        | w keeps its id(), type, __dict__, slots and weakrefs   |
+// | DYING(w)    | WRAPPED, n >= 1 | w's refcount reached zero; its dealloc is under way    |
 //
-// Transitions (who makes them; under the GIL on GIL builds)
-// ---------------------------------------------------------
-//   T1 wrap      DETACHED -> BOUND(w)   first trip to Python (getter, return, __init__):
-//                                        a new wrapper w takes one strong count.
-//   T2 hit       BOUND(w) -> BOUND(w)   Py_INCREF(w). The hot path: one load, one compare.
-//   T3 park      BOUND(w) -> PARKED(w)  w's refcount reached 0 while other strong counts
-//                                        remain: tp_dealloc (bound types) or tp_finalize
-//                                        (Python subclasses, before CPython clears anything)
-//                                        keeps one reference for the header and releases
-//                                        w's strong count.
-//   T4 revive    PARKED(w) -> BOUND(w)  next trip to Python: take a strong count again and
-//                                        hand the header's reference to the caller.
-//                                        Same address, type and __dict__.
-//   T5 last      BOUND(w) -> DYING(w)   w's refcount reached 0 and w owns the last count:
-//                                        the wrapper is freed (T7), then the object.
-//   T6 release   PARKED(w) -> DYING(w)  the last strong count went in C++ (any thread):
-//                                        Object::dec_ref -> on_last_strong -> hook. The hook
-//                                        takes the GIL, gives w the count back and drops the
-//                                        header's reference, so w dies normally (__del__
-//                                        runs once). If Python still reaches w (a weakref
-//                                        was called), w keeps the count: BOUND(w) instead.
-//   T7 freed     DYING(w) -> DETACHED   the final tp_dealloc frees w, then releases its count
-//                                        (which destroys the object).
-//   T8 resurrect DYING(w) -> BOUND(w)   a __del__ stored `self` somewhere: w lives on and
-//                                        keeps its count.
-//   T9 move      BOUND(w) -> DETACHED   tether.move(w) hands w's count to a C++ Ref<T>&&;
-//                                        w becomes a moved-from shell.
-//   T10 orphan   PARKED(w) -> DETACHED  the last count went after Python finalized: w's
-//                                        memory belongs to a dead interpreter and is not
-//                                        touched (leaked, by contract).
+// The edges of the count are where C++ starts and stops sharing (Object::inc_ref/dec_ref):
+//   E1 inc from WRAPPED|1 (no SHARED)    -> detail::on_share    -> T4 share
+//   E2 dec from WRAPPED|SHARED|2         -> detail::on_unshare  -> T5 unshare
+// Everything else is a plain atomic add. The argument casters take their count quietly
+// (no E1) and settle the bits when the call returns, while the caller still holds w.
 //
-// Invariants
-// ----------
-//   I1. An object has at most one wrapper, and only the word names it.
-//   I2. strong >= 1 while BOUND: the live wrapper owns one count.
-//   I3. A PARKED wrapper owns no count, so it never keeps the object alive.
-//   I4. A PARKED wrapper is freed exactly once: by T6 + T7, or never after finalization (T10).
+// Transitions (one function each in bindings/src/lifecycle.cpp, in this order)
+// -----------------------------------------------------------------------------
+//   T0 make      -> DETACHED            make_object<T> (alloc.h): block, header, n = 1.
+//   T1 bind      DETACHED -> BOUND(w)   Python constructed T: `w` is the wrapper its type
+//                                        call allocated; w owns make_object's reference.
+//   T2 wrap      DETACHED -> BOUND(w)   first trip to Python of an object C++ holds: a new
+//                                        wrapper takes a reference, and SHARED (n >= 2).
+//   T3 hit       BOUND(w) -> BOUND(w)   every later trip: Py_INCREF(w). The hot path: one
+//                                        load, one compare, one increment.
+//   T4 share     SHARED off -> on       E1, or settle() after a call: n >= 2, so the header
+//                                        takes a reference to w.
+//   T5 unshare   SHARED on -> off       E2, or settle(): n fell to 1, so the header drops its
+//                                        reference (w may then die: T6).
+//   T6 die       BOUND(w) -> DETACHED   w's refcount reached zero (never while SHARED):
+//                                        tp_dealloc drops WRAPPED and w's reference (T9 may
+//                                        follow). A count taken meanwhile by a C++ thread
+//                                        keeps the object, without a wrapper.
+//   T7 move      BOUND(w) -> DETACHED   tether.move(w): w's reference becomes the C++
+//                                        callee's; w becomes a moved-from shell.
+//   T8 orphan    BOUND(w) -> DETACHED   an edge after the interpreter finalized: w belongs to
+//                                        a dead interpreter; it is leaked, never touched, and
+//                                        its reference released.
+//   T9 destroy   n = 0                  detail::on_last_strong (runtime.cpp): ~T, then the
+//                                        block is freed (or when the last WeakRef goes).
+//                                        Destructions started inside a destructor are queued
+//                                        and run one after another (a trashcan): releasing a
+//                                        chain of a million objects uses constant C stack.
+//   DYING        BOUND(w) -> DYING(w)   T4 found w's refcount at zero (a C++ count taken
+//                                        during w's dealloc): w is not handed out again.
+//
+// Invariants (checked by TETHER_ASSERT in debug builds, -DTETHER_DEBUG=ON)
+// ------------------------------------------------------------------------
+//   I1. An object has at most one wrapper, and only the header word names it.
+//   I2. WRAPPED is set exactly while the word names a wrapper; that wrapper owns one of n.
+//   I3. SHARED implies WRAPPED, and the header owns exactly one reference to the wrapper.
+//   I4. A wrapper's refcount reaches zero only while SHARED is off.
 //   I5. cpp/ never dereferences the wrapper pointer; everything Python is behind the hook
 //       table in runtime.h.
 //   I6. header(obj) = (char*) obj - obj->header_distance, constant per object.
 //
-// Free-threaded builds: each transition is a compare-exchange on the word, so two threads
-// can never both move it out of the same state (one wrapper, one free). The bindings add
-// the per-state locking described in bindings/src/wrapper.cpp.
+// Threads. GIL builds: T1-T8 run under the GIL (a C++ thread's E1/E2 takes it); counts
+// change from any thread. Free-threaded builds: the word and the count's bits change under
+// the header's stripe lock and by compare-exchange, so two threads never both make the
+// same transition.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 
+#if defined(TETHER_DEBUG)
+#  include <cstdio>
+#  include <cstdlib>
+#  define TETHER_ASSERT(cond, what)                                                          \
+      do {                                                                                   \
+          if (!(cond)) {                                                                     \
+              std::fprintf(stderr, "tether: invariant violated: %s (%s) at %s:%d\n", what,   \
+                           #cond, __FILE__, __LINE__);                                       \
+              std::abort();                                                                  \
+          }                                                                                  \
+      } while (0)
+#else
+#  define TETHER_ASSERT(cond, what) ((void) 0)
+#endif
+
 namespace tether {
 
 enum class WrapState : uintptr_t {
     Detached = 0,
     Bound = 1,
-    Parked = 2,
     Dying = 3,
 };
 
 /// The prefix header. One word: the wrapper pointer plus a WrapState in the low bits.
+/// Only bindings/src/lifecycle.cpp writes it.
 struct ObjectHeader {
     static constexpr uintptr_t state_mask = 3;
 
@@ -113,15 +136,6 @@ struct ObjectHeader {
     }
 
     uintptr_t load() const noexcept { return word.load(std::memory_order_acquire); }
-    void store(void *wrapper, WrapState s) noexcept {
-        word.store(encode(wrapper, s), std::memory_order_release);
-    }
-    /// Move from exactly `expected` to (wrapper, s); false if another thread got there first.
-    bool transition(uintptr_t expected, void *wrapper, WrapState s) noexcept {
-        return word.compare_exchange_strong(expected, encode(wrapper, s),
-                                            std::memory_order_acq_rel,
-                                            std::memory_order_acquire);
-    }
 };
 
 static_assert(sizeof(ObjectHeader) == 8,

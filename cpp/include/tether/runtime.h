@@ -16,29 +16,27 @@ namespace tether {
 
 /// Bumped whenever the header, Object's layout or the hook table change. A module built
 /// against other headers than the loaded libtether refuses to import (see check_abi()).
-constexpr uint32_t abi_version = 2; // 2: per-thread counters (Stats, add_count)
+constexpr uint32_t abi_version = 3; // 3: WRAPPED/SHARED count bits, share hooks, 32-bit layout
 
 /// What tether.stats() counts.
 enum class Counter : int {
     live = 0,     ///< objects made by make_object and not yet destroyed
-    bound = 1,    ///< objects in state BOUND
-    parked = 2,   ///< objects in state PARKED
-    orphaned = 3, ///< parked wrappers left behind by a finalized interpreter (T10)
+    bound = 1,    ///< objects with a wrapper (header word BOUND)
+    shared = 2,   ///< of those, the ones C++ also holds (SHARED: the header keeps the wrapper)
+    orphaned = 3, ///< wrappers left behind by a finalized interpreter (T8)
 };
 constexpr int counter_count = 4;
 
 /// A snapshot of the counters.
 struct Stats {
-    int64_t live = 0, bound = 0, parked = 0, orphaned = 0;
+    int64_t live = 0, bound = 0, shared = 0, orphaned = 0;
 };
 
 /// What the Python side installs. Every entry may be null (no interpreter: plain C++).
 struct PythonHooks {
-    /// The last strong count of `obj` went while its word was PARKED (T6). Return true if
-    /// the hook ran the wrapper's final deallocation, which also destroyed the object (or
-    /// a __del__ resurrected it, T8). Return false when Python can no longer be entered:
-    /// the runtime then orphans the wrapper (T10) and destroys the object itself.
-    bool (*release_parked)(Object *obj) noexcept = nullptr;
+    /// E1 / E2 (header.h): make the SHARED bit match the count again (T4 share, T5
+    /// unshare, or T8 orphan once the interpreter is gone). Called from any thread.
+    void (*settle)(Object *obj) noexcept = nullptr;
 };
 
 namespace detail {
