@@ -12,6 +12,8 @@
 // thread without it, and leaks them once the interpreter is finalizing.
 #include <tether/nanobind.h>
 
+#include "compat.h"
+
 #include <cstring>
 #include <new>
 #include <string>
@@ -203,7 +205,7 @@ bool make_data(PyObject *self) noexcept {
         return false;
     // Borrowed, served by the type cache, and no AttributeError to raise and clear when
     // absent (DataObject itself has no slots).
-    PyObject *n = _PyType_Lookup(Py_TYPE(self), name);
+    PyObject *n = tether::py::compat::type_lookup(Py_TYPE(self), name);
     Py_ssize_t count = n ? PyLong_AsSsize_t(n) : 0;
     if (count < 0) {
         if (!PyErr_Occurred())
@@ -215,6 +217,10 @@ bool make_data(PyObject *self) noexcept {
         obj = tether::make_object<DataObject>((size_t) count);
     } catch (const std::bad_alloc &) {
         PyErr_NoMemory();
+        return false;
+    } catch (const std::exception &e) { // std::length_error for an absurd count
+        PyErr_Format(PyExc_ValueError, "%s: cannot make %zd field slots (%s)",
+                     Py_TYPE(self)->tp_name, count, e.what());
         return false;
     }
     return tether::py::bind_new(self, obj.release());
@@ -255,7 +261,7 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
         return -1;
     }
     // Swap first, release the old value last: its release may run arbitrary Python code
-    // (a __del__, or a parked wrapper dying) that reads this very field.
+    // (a __del__, or a wrapper dying) that reads this very field.
     Value old;
     TETHER_LOCK_OBJECT(self);
     old = std::move(d->slots[s->index]);

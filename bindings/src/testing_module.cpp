@@ -58,10 +58,13 @@ struct Untied : Object {
 
 } // namespace tt
 
+void bind_lifetime_types(nb::module_ &m); // testing_lifetime.cpp
+
 NB_MODULE(testing, m) {
     using namespace tt;
     m.doc() = "Types and functions for tether's tests, benchmarks and bug reports";
     tether::init_module();
+    bind_lifetime_types(m);
 
     tether::class_<Inner, Object>(m, "Inner", "A leaf object holding one int.")
         .def(tether::init<int64_t>(), "value"_a = 0)
