@@ -26,30 +26,31 @@ def assert_stats(**expected):
     """Check tether.stats() after collecting garbage; counters not named must be zero."""
     collect()
     s = tether.stats()
-    want = {"live": 0, "bound": 0, "parked": 0, "orphaned": 0}
+    want = {"live": 0, "bound": 0, "shared": 0, "orphaned": 0}
     want.update(expected)
     assert s == want
 
 
 @pytest.fixture
 def clean():
-    """Each test starts and ends with no tether objects alive or parked."""
+    """Each test ends with as many tether objects, wrappers and shared wrappers as it began."""
     collect()
     before = tether.stats()
     yield
     collect()
     after = tether.stats()
     assert after["live"] == before["live"], (before, after)
-    assert after["parked"] == before["parked"], (before, after)
     assert after["bound"] == before["bound"], (before, after)
+    assert after["shared"] == before["shared"], (before, after)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def suite_leaves_nothing_behind():
-    """After the whole suite, live and parked counts are back where they started."""
+    """After the whole suite, live, bound and shared counts are back where they started."""
     collect()
     start = tether.stats()
     yield
     collect()
     end = tether.stats()
-    assert (end["live"], end["parked"]) == (start["live"], start["parked"]), (start, end)
+    keys = ("live", "bound", "shared")
+    assert [end[k] for k in keys] == [start[k] for k in keys], (start, end)

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Freeing: last references (T5), C++-side release of parked wrappers (T6/T7), __del__, shutdown."""
+"""Freeing: last references (T6, T9), C++ letting go of shared wrappers (T5), __del__, shutdown (T8)."""
 import gc
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pytest
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 
 class TestLastRefCleanFree:
-    """A wrapper holding the last C++ count frees both: nothing is parked (T5 then T7)."""
+    """A wrapper holding the last C++ count frees both: nothing is kept (T6 then T9)."""
 
     def test_drop_last_ref(self):
         x = t.Inner(1)
@@ -25,7 +26,8 @@ class TestLastRefCleanFree:
         del x
         after = tether.stats()
         assert after["live"] == before["live"] - 1
-        assert after["parked"] == before["parked"]
+        assert after["bound"] == before["bound"] - 1
+        assert after["shared"] == before["shared"]
 
     def test_100_rounds_create_and_drop(self):
         start = tether.stats()
@@ -46,24 +48,33 @@ class TestLastRefCleanFree:
             assert t.make_inner(i).value == i
 
 
-class TestReleaseWhileParked:
-    """When C++ drops an object whose wrapper is parked, the wrapper is freed exactly once."""
+def shared():
+    return tether.stats()["shared"]
 
-    def test_outer_dies_while_inner_parked(self):
+
+class TestReleaseWhileShared:
+    """When C++ drops an object whose wrapper only the header holds, the wrapper is freed
+    exactly once (T5 then T6 and T9)."""
+
+    def test_outer_dies_while_inner_shared(self):
+        base = tether.stats()
         for _ in range(8):
             o = t.Outer(t.Inner(1))
-            o.x
-            assert tether.stats()["parked"] == 1
+            r = weakref.ref(o.x)
+            assert shared() == base["shared"] + 1
             del o
-            assert tether.stats()["parked"] == 0
+            assert shared() == base["shared"] and r() is None
+            assert tether.stats()["live"] == base["live"]
         assert t.Inner(2).value == 2
 
-    def test_assignment_releases_old_parked_wrapper(self):
+    def test_assignment_releases_old_shared_wrapper(self):
+        base = shared()
         o = t.Outer(t.Inner(1))
-        o.x  # park a wrapper for the first Inner
-        assert tether.stats()["parked"] == 1
-        o.x = t.Inner(2)  # old object dies: its parked wrapper is freed; the new one parks
-        assert tether.stats()["parked"] == 1
+        r = weakref.ref(o.x)  # the header keeps a wrapper for the first Inner
+        assert shared() == base + 1
+        o.x = t.Inner(2)  # old object dies with its wrapper; the new one is shared
+        assert r() is None
+        assert shared() == base + 1
         assert o.x is o.x and o.x.value == 2
 
     def test_assignment_gives_canonical_new_wrapper(self):
@@ -73,36 +84,49 @@ class TestReleaseWhileParked:
         o.x = new
         assert o.x is new and o.x is not old
         assert old.value == 1  # the old object lives while Python holds it
+        base = shared()
         del old  # the old object had only this wrapper left: both are freed
-        assert tether.stats()["parked"] == 0
-        del new  # the new object's wrapper parks: the outer holds it
-        assert tether.stats()["parked"] == 1
+        assert shared() == base
+        rn = weakref.ref(new)
+        del new  # the new object's wrapper stays: the outer shares it
+        assert shared() == base and rn() is o.x
         assert o.x.value == 2
 
     def test_release_on_thread_without_gil(self):
+        base = tether.stats()
         b = t.Box(t.Inner(5))
-        b.value  # park it
-        assert tether.stats()["parked"] == 1
-        t.release_in_thread(b)  # last count goes on a std::thread
-        assert tether.stats()["parked"] == 0
+        r = weakref.ref(b.value)  # the header keeps the wrapper
+        assert shared() == base["shared"] + 1
+        t.release_in_thread(b)  # last count goes on a std::thread, which takes the GIL
+        assert shared() == base["shared"] and r() is None
+        assert tether.stats()["live"] == base["live"] + 1  # the box alone
         assert b.value is None
 
     def test_release_subclass_on_thread(self):
         class Sub(t.Inner):
             pass
 
+        base = tether.stats()
         s = Sub(3)
         s.tag = "x"
+        r = weakref.ref(s)
         b = t.Box(s)
         del s
+        assert r().tag == "x"
         t.release_in_thread(b)
-        assert tether.stats()["parked"] == 0
+        assert r() is None
+        s = tether.stats()
+        assert (s["bound"], s["shared"]) == (base["bound"] + 1, base["shared"])
 
     def test_release_in_thread_while_wrapper_alive(self):
+        base = shared()
         x = t.Inner(5)
         b = t.Box(x)
-        t.release_in_thread(b)
+        assert shared() == base + 1
+        t.release_in_thread(b)  # E2 on a std::thread: the header lets the wrapper go
         assert x.value == 5 and t.use_count(x) == 1
+        assert shared() == base
+        assert sys.getrefcount(x) == 2  # our variable and the argument: no header reference
 
     def test_objects_made_and_dropped_on_cpp_thread(self):
         before = tether.stats()["live"]
@@ -111,7 +135,7 @@ class TestReleaseWhileParked:
 
 
 class TestDel:
-    """__del__ runs every time a wrapper really dies; parking is not dying (see README)."""
+    """__del__ runs once, when a wrapper really dies; being kept by C++ is not dying."""
 
     def test_del_runs_on_each_real_death(self):
         calls = []
@@ -124,7 +148,7 @@ class TestDel:
             D(i)
         assert calls == [0, 1, 2, 3, 4]
 
-    def test_del_not_run_when_parked_runs_once_when_released(self):
+    def test_del_not_run_while_shared_runs_once_when_released(self):
         calls = []
 
         class D(t.Inner):
@@ -152,40 +176,76 @@ class TestDel:
 
     def test_del_that_resurrects(self):
         saved = []
+        calls = []
 
         class R(t.Inner):
             def __del__(self):
+                calls.append(self.value)
                 saved.append(self)
 
         b = t.Box(R(4))
-        b.value = None  # T6 -> __del__ keeps self (T8): the object lives on with it
-        assert len(saved) == 1 and saved[0].value == 4
+        b.value = None  # T5 then the wrapper dies: __del__ keeps self, CPython resurrects it
+        assert len(saved) == 1 and saved[0].value == 4 and calls == [4]
         assert t.Box(saved[0]).value is saved[0]
-        saved.clear()
+        saved.clear()  # really dies now: PEP 442, __del__ does not run again
         collect()
+        assert calls == [4]
+
+    def test_del_that_stores_self_into_cpp(self):
+        """A __del__ that hands self to C++ resurrects it (T4 from inside its death), with
+        its __dict__; __del__ does not run again when it finally dies (PEP 442)."""
+        keeper = t.Box()
+        calls = []
+
+        class R(t.Inner):
+            def __del__(self):
+                calls.append(self.value)
+                keeper.value = self
+
+        r = R(5)
+        r.tag = "kept"
+        first = id(r)
+        del r
+        assert calls == [5]
+
+        class Same(t.Inner):  # R's size, no __del__ (junk is dropped while `back` lives)
+            pass
+
+        j = junk(Same)
+        back = keeper.value
+        assert id(back) == first and type(back) is R
+        assert back.tag == "kept" and back.value == 5 and t.use_count(back) == 2
+        wr = weakref.ref(back)
+        del back, j
+        assert wr() is not None and calls == [5]
+        keeper.value = None
+        collect()
+        assert wr() is None and calls == [5]
 
 
 class TestShutdown:
-    """Objects that outlive the interpreter are released without touching Python (T10)."""
+    """Objects that outlive the interpreter are released without touching Python (T8)."""
 
     def run(self, body):
         code = "import gc, tether\nfrom tether import testing as t\n" + textwrap.dedent(body)
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=120)
 
-    def test_parked_wrapper_released_after_finalize(self):
+    def test_shared_wrapper_released_after_finalize(self):
         r = self.run("""
             class Sub(t.Inner):
                 pass
             for i in range(10):
                 o = t.Outer(t.Inner(i), Sub(i))
-                o.x, o.y            # wrappers made, then parked
+                o.x, o.y            # wrappers made, then kept by their headers
                 t.keep_until_exit(o)  # C++ releases these after Py_Finalize
-            print("ok", tether.stats()["parked"])
+            s = tether.stats()
+            print("ok", s["shared"], s["bound"])
         """)
         assert r.returncode == 0, r.stderr
-        # 20 inner wrappers plus the 9 outer wrappers dropped by the loop are parked at exit
-        assert r.stdout.strip() == "ok 29" and r.stderr == ""
+        # keep_until_exit shares all 10 outers and the outers share their 20 inners: every
+        # wrapper is kept by its header at exit, and orphaned when C++ lets go
+        assert r.stdout.strip() == "ok 30 30" and r.stderr == ""
 
     def test_bound_wrappers_at_exit(self):
         r = self.run("""

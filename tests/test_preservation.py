@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Park (T3) and revive (T4): a dropped wrapper comes back in place while C++ holds the object."""
+"""Preservation (T4 share / T5 unshare): while C++ shares an object, the header owns a strong
+reference to its one wrapper, so the wrapper simply stays alive after Python drops it: same
+id(), type, value, __dict__ and slots when it is read again. When C++ stops sharing, the
+header lets go and the wrapper dies normally if Python holds none."""
 import gc
+import sys
+import weakref
 
 import pytest
 
@@ -22,13 +27,22 @@ class Slotted(t.Inner):
     __slots__ = ("tag", "count")
 
 
-class TestRevive:
+def delta(before, **want):
+    """tether.stats() minus `before`, for the keys named."""
+    now = tether.stats()
+    return {k: now[k] - before[k] for k in want} == want
+
+
+class TestPreserved:
     """After every Python reference is dropped, the next read gives the same id, type, value."""
 
     def test_same_id_type_value(self):
+        before = tether.stats()
         o = t.Outer(t.Inner(42))
         first = id(o.x)
-        assert tether.stats()["parked"] == 1
+        # the outer (held by Python only) and the inner (shared with the outer) are bound;
+        # only the inner's wrapper is kept by its header
+        assert delta(before, live=2, bound=2, shared=1)
         j = junk()
         again = o.x
         assert id(again) == first
@@ -36,14 +50,48 @@ class TestRevive:
         assert t.use_count(again) == 2  # outer's count and the wrapper's
         del j
 
-    def test_parked_wrapper_owns_no_count(self):
+    def test_shared_wrapper_is_held_by_the_header(self):
+        """The header's reference is a real one: sys.getrefcount shows it, and the wrapper
+        still owns exactly one C++ count (the outer owns the other)."""
+        alone = t.Inner(1)
+        base = sys.getrefcount(alone)  # Python alone holds it: no header reference
+        assert t.use_count(alone) == 1
         o = t.Outer(t.Inner(1))
-        o.x  # make and park a wrapper
-        assert tether.stats()["parked"] == 1
-        # the parked wrapper holds no C++ count (I3): only the outer does
-        assert t.use_count(o) == 1
         x = o.x
-        assert t.use_count(x) == 2
+        assert sys.getrefcount(x) == base + 1
+        assert t.use_count(x) == 2 and t.use_count(o) == 1
+        before = tether.stats()
+        o.x = None  # C++ stops sharing (T5): the header drops its reference
+        assert sys.getrefcount(x) == base
+        assert t.use_count(x) == 1
+        assert delta(before, live=0, bound=0, shared=-1)
+        o.x = x  # and shares again (T4)
+        assert sys.getrefcount(x) == base + 1 and t.use_count(x) == 2
+        assert delta(before, live=0, bound=0, shared=0)
+
+    def test_unshared_wrapper_dies_at_once(self):
+        o = t.Outer(t.Inner(1))
+        r = weakref.ref(o.x)
+        assert r() is not None  # kept by the header, nothing else
+        before = tether.stats()
+        o.x = None
+        assert r() is None  # no gc.collect(): a plain refcount death
+        assert delta(before, live=-1, bound=-1, shared=-1)
+
+    def test_gc_sees_shared_wrapper_as_referenced(self):
+        """A wrapper C++ shares is externally referenced: the cyclic GC never frees it,
+        even in a cycle through its own __dict__."""
+        s = Sub(1)
+        s.me = s
+        r = weakref.ref(s)
+        o = t.Outer(s)
+        del s
+        for _ in range(3):
+            assert gc.collect() >= 0
+        assert r() is o.x and o.x.me is o.x
+        o.x = None  # now only the cycle holds it: the GC frees it
+        collect()
+        assert r() is None
 
     def test_2000_cycles_one_address(self):
         o = t.Outer(t.Inner(1))
@@ -63,13 +111,13 @@ class TestRevive:
             assert id(o.x) == first and o.x.value == 5
             del j
 
-    def test_value_change_survives_park(self):
+    def test_value_change_survives_drop(self):
         o = t.Outer(t.Inner(5))
         o.x.value = 6
         junk()
         assert o.x.value == 6
 
-    def test_many_objects_revive_independently(self):
+    def test_many_objects_preserved_independently(self):
         outers = [t.Outer(t.Inner(i)) for i in range(50)]
         ids = [id(o.x) for o in outers]
         j = junk(n=200)
@@ -85,7 +133,7 @@ class TestRevive:
             assert id(outers[i].x) == ids[i]
             assert outers[i].x.value == i
 
-    def test_revived_through_every_path(self):
+    def test_preserved_through_every_path(self):
         o = t.Outer(t.Inner(3))
         first = id(o.x)
         junk()
@@ -94,10 +142,12 @@ class TestRevive:
         assert id(t.as_list(o)[0]) == first
         junk()
         assert id(t.cast_x(o)) == first
+        junk()
+        assert id(t.optional_x(o)) == first
 
 
-class TestSubclassRevive:
-    """Python subclass instances stored in C++ keep their attributes across park and revive."""
+class TestSubclassPreserved:
+    """Python subclass instances stored in C++ keep their attributes while C++ holds them."""
 
     def test_dict_attributes_survive(self):
         s = Sub(1)
@@ -157,10 +207,10 @@ class TestSubclassRevive:
         del j
 
 
-class TestTypeMismatchOnRevive:
-    """A parked wrapper that does not fit the requested type falls through to a fresh one."""
+class TestRequestedType:
+    """rewrap_x(o, cls) returns the object's one wrapper; cls only types a fresh wrapper."""
 
-    def test_mismatch_replaces_parked_wrapper(self):
+    def test_existing_wrapper_is_returned_whatever_cls(self):
         class A(t.Inner):
             pass
 
@@ -168,13 +218,13 @@ class TestTypeMismatchOnRevive:
             pass
 
         o = t.Outer(A(1))
-        assert tether.stats()["parked"] == 1
+        first = id(o.x)
+        before = tether.stats()
         b = t.rewrap_x(o, B)
-        assert type(b) is B and b.value == 1
-        assert o.x is b  # the fresh wrapper is now the canonical one
-        assert tether.stats()["parked"] == 0
+        assert type(b) is A and id(b) == first and b is o.x  # never replaced (I1)
+        assert delta(before, live=0, bound=0, shared=0)
 
-    def test_fitting_parked_wrapper_is_revived(self):
+    def test_fitting_wrapper_is_returned(self):
         class A(t.Inner):
             pass
 
@@ -183,29 +233,43 @@ class TestTypeMismatchOnRevive:
         o = t.Outer(a)
         del a
         junk(A)
-        back = t.rewrap_x(o, t.Inner)  # A is an Inner: the parked wrapper fits
+        back = t.rewrap_x(o, t.Inner)
         assert id(back) == first and type(back) is A
+
+    def test_fresh_wrapper_gets_cls(self):
+        class B(t.Inner):
+            pass
+
+        o = t.make_shared_outer(4)  # its inner has no wrapper yet
+        before = tether.stats()
+        b = t.rewrap_x(o, B)
+        assert type(b) is B and b.value == 4
+        assert o.x is b and o.y is b
+        assert delta(before, live=0, bound=1, shared=1)
+        assert t.use_count(b) == 3  # x, y and the wrapper's
 
 
 class TestBounded:
-    """Parked wrappers exist only for objects C++ still holds: no unbounded growth."""
+    """The header keeps wrappers only for objects C++ still holds: no unbounded growth."""
 
     def test_1000_distinct_objects(self):
+        before = tether.stats()
         outers = [t.Outer(t.Inner(i)) for i in range(1000)]
         for o in outers:
-            o.x  # made, then parked at once
-        assert tether.stats()["parked"] == 1000
-        for o in outers:  # reading again revives and re-parks the same wrappers
+            o.x  # made, then kept by the header
+        assert delta(before, live=2000, bound=2000, shared=1000)
+        for o in outers:  # reading again hands out the same wrappers
             o.x
-        assert tether.stats()["parked"] == 1000
+        assert delta(before, live=2000, bound=2000, shared=1000)
         del outers, o
-        assert tether.stats()["parked"] == 0
+        assert delta(before, live=0, bound=0, shared=0)
 
     def test_repeated_reads_do_not_grow(self):
+        before = tether.stats()
         o = t.Outer(t.Inner(1))
         for _ in range(1000):
             o.x
-        assert tether.stats()["parked"] == 1
+        assert delta(before, live=2, bound=2, shared=1)
 
 
 class TestSubclassDepth:
@@ -229,12 +293,17 @@ class TestSubclassDepth:
         assert (back.s, back.d, back.value) == ("slot", "dict", 4)
 
     def test_finalizer_type_identity_across_refetch(self):
+        calls = []
+
         class D(t.Inner):
             def __del__(self):
-                pass
+                calls.append(self.value)
 
         o = t.Outer(D(3))
         assert o.x is o.x
         first = id(o.x)
         junk()
         assert id(o.x) == first and o.x.value == 3
+        assert calls == []  # kept alive, never finalized while shared
+        o.x = None
+        assert calls == [3]

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Weak references to tether objects follow the wrapper, which lives while C++ holds the object.
 
-The meaning tether picks: a parked wrapper is alive (the header owns it), so a weak reference
-stays valid while C++ holds the object, even after Python dropped every strong reference; it
-dies, and its callback runs once, when the wrapper really dies (the C++ object died, or
-Python held the last reference).
+The meaning tether picks: while C++ shares the object the header owns a strong reference to
+the wrapper, so a weak reference stays valid while C++ holds the object, even after Python
+dropped every strong reference; it dies, and its callback runs once, when the wrapper really
+dies (C++ stopped sharing and Python held nothing, or Python held the last reference).
 """
 import gc
 import weakref
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 
 class Sub(t.Inner):
-    """A Python subclass (parked from tp_finalize, __dict__ kept)."""
+    """A Python subclass (a GC type with a __dict__, kept by the header while shared)."""
 
 
 @tether.dataclass
@@ -38,7 +38,7 @@ class TestFollowsWrapper:
 
     @pytest.mark.parametrize("make", [lambda: t.Inner(5), lambda: Sub(5), lambda: Point(5)],
                              ids=["bound", "subclass", "dataclass"])
-    def test_valid_while_parked(self, make):
+    def test_valid_while_shared(self, make):
         box = t.Box(make())
         calls, cb = counting()
         r = weakref.ref(box.value, cb)
@@ -46,7 +46,7 @@ class TestFollowsWrapper:
         collect()
         j = junk()
         assert r() is not None and id(r()) == first and r() is box.value
-        assert calls == [] and tether.stats()["parked"] >= 1
+        assert calls == [] and tether.stats()["shared"] >= 1
         del j
 
     def test_dies_with_cpp_object_callback_once(self):
@@ -54,7 +54,7 @@ class TestFollowsWrapper:
         calls, cb = counting()
         r = weakref.ref(o.x, cb)
         collect()
-        o.x = None  # the last C++ reference: the parked wrapper dies
+        o.x = None  # the last C++ reference: the header lets go and the wrapper dies
         collect()
         assert r() is None and len(calls) == 1 and calls[0] is r
         o.x = t.Inner(2)
@@ -75,19 +75,19 @@ class TestFollowsWrapper:
         del s, p
         assert rs() is None and rp() is None and len(calls) == 2
 
-    def test_deref_while_parked_then_cpp_lets_go(self):
+    def test_deref_while_shared_then_cpp_lets_go(self):
         o = t.Outer(t.Inner(6))
         calls, cb = counting()
         r = weakref.ref(o.x, cb)
         collect()
-        w = r()  # a strong reference to the parked wrapper
+        w = r()  # a strong reference to the shared wrapper
         o.x = None  # C++ lets go while Python holds it through the weakref
         assert w.value == 6 and r() is w and calls == []
         del w
         collect()
         assert r() is None and len(calls) == 1
 
-    def test_many_park_revive_cycles(self):
+    def test_many_drop_refetch_cycles(self):
         box = t.Box(Sub(1))
         calls, cb = counting()
         r = weakref.ref(box.value, cb)
@@ -109,7 +109,7 @@ class TestFollowsWrapper:
         calls, cb = counting()
         r = weakref.ref(box.value, cb)
         collect()
-        t.release_in_thread(box)  # the parked wrapper's object dies on a std::thread
+        t.release_in_thread(box)  # the shared wrapper's object dies on a std::thread
         collect()
         assert r() is None and len(calls) == 1
 
@@ -133,7 +133,7 @@ class TestFollowsWrapper:
 class TestWeakValueDictionary:
     """A WeakValueDictionary keeps entries while C++ holds the objects, drops them after."""
 
-    def test_park_revive_and_death(self):
+    def test_kept_while_shared_and_death(self):
         o = t.Outer(t.Inner(1), t.Inner(2))
         d = weakref.WeakValueDictionary()
         d["x"], d["y"] = o.x, o.y
