@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The C++ unit tests of the core (cpp/tests/test_core.cpp), built with CMake and run here.
 
-They cover the allocator, counts, alignment and header arithmetic in a process that never
-starts Python, so the pure C++ use of libtether is tested by the same `pytest` command.
+They cover the allocator, counts and their WRAPPED/SHARED bits (E1/E2 edges through the hook
+table), made_by_tether, the 32-bit header distance, alignment and the trashcan (million-object
+chains released on small stacks) in a process that never starts Python, so the pure C++ use
+of libtether is tested by the same `pytest` command.
 """
 import shutil
 import subprocess
@@ -20,14 +22,17 @@ def core_test_binary(tmp_path_factory):
 
 class TestCoreUnitTests:
     """test_core.cpp: every C++ check passes (layout, counts, weak refs, alignment, padded
-    base, opt-out, throwing constructors, concurrent release, T10 without Python)."""
+    base, opt-out, throwing constructors, concurrent release, made_by_tether, count bits and
+    edges, edges without Python, the trashcan)."""
 
     def test_all_checks_pass(self, core_test_binary):
         proc = subprocess.run([str(core_test_binary)], capture_output=True, text=True)
         passed, failed = passed_failed(proc.stdout)
         assert (failed, proc.returncode) == (0, 0), proc.stdout + proc.stderr
-        assert passed >= 400, proc.stdout  # the program really ran its cases
+        assert passed >= 500, proc.stdout  # the program really ran its cases
         assert "FAILED" not in proc.stdout + proc.stderr
+        for case in ("made_by_tether", "count_bits_and_edges", "trashcan"):
+            assert f"{case} " in proc.stdout and "invariant violated" not in proc.stderr
 
 
 class TestNoInterpreter:

@@ -2,9 +2,10 @@
 """The embedding host (examples/host): a C++ program that starts CPython and uses tether.
 
 Built with CMake against the installed tether and run as a child process. It checks, in C++,
-that objects come back from a Python script as the same wrappers, that C++ threads can
-release parked objects while Python runs, and that releasing parked objects after
-Py_FinalizeEx() orphans them without touching freed memory.
+that objects come back from a Python script as the same wrappers (kept alive by their headers
+while C++ shares them), that C++ threads can release shared objects while Python runs (taking
+the GIL to let the wrappers go), and that releasing shared objects after Py_FinalizeEx()
+orphans their wrappers without touching freed memory.
 """
 import subprocess
 
@@ -41,7 +42,7 @@ def host_run(host_binary):
 
 class TestHostChecks:
     """Every check in host.cpp passes and the process exits cleanly (no crash at the end,
-    after objects with parked wrappers were released with the interpreter gone)."""
+    after objects with shared wrappers were released with the interpreter gone)."""
 
     def test_all_checks_pass(self, host_run):
         out = host_run.stdout + host_run.stderr
@@ -52,16 +53,16 @@ class TestHostChecks:
 
 
 class TestThreadsWhilePythonRuns:
-    """C++ threads released 200 parked objects while the main thread ran Python code."""
+    """C++ threads released 200 shared objects while the main thread ran Python code."""
 
     def test_threads_released(self, host_run):
         assert "threads: released 200 objects" in host_run.stdout, host_run.stdout
 
 
 class TestAfterFinalize:
-    """Parked wrappers released after Py_FinalizeEx() were orphaned, not freed."""
+    """All 9 shared wrappers released after Py_FinalizeEx() were orphaned, not freed."""
 
     def test_orphaned(self, host_run):
         line = next(l for l in host_run.stdout.splitlines() if l.startswith("after finalize:"))
         orphaned = int(line.split()[2])
-        assert orphaned >= 1, line
+        assert orphaned == 9, line

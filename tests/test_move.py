@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""tether.move (T9): C++ takes the object over; the moved-from wrapper is an unusable shell."""
+"""tether.move (T7): C++ takes the object over; the moved-from wrapper is an unusable shell."""
+import gc
+import sys
+import weakref
+
 import pytest
 
 import tether
@@ -61,3 +65,54 @@ class TestMove:
         t.consume(tether.move(s))
         assert type(b.value) is t.Inner  # the subclass wrapper went with the move
         assert b.value.value == 2
+
+
+class TestMoveSharedWrapper:
+    """tether.move works for any wrapper, also one only the header kept (C++ shares the
+    object) and Python reached again through a weakref or gc.get_objects(): the header's
+    reference is dropped with SHARED, the wrapper's count goes to the callee."""
+
+    def test_move_through_weakref(self):
+        before = tether.stats()
+        o = t.Outer(t.Inner(7))
+        r = weakref.ref(o.x)  # only the header holds the wrapper now
+        w = r()
+        assert t.consume(tether.move(w)) == 2  # the outer's count and the wrapper's
+        after = tether.stats()
+        assert after["shared"] == before["shared"] and after["bound"] == before["bound"] + 1
+        assert sys.getrefcount(w) == 2  # no header reference left on the shell
+        del w
+        assert r() is None  # the shell died with its last Python reference
+        x = o.x  # a fresh wrapper for the object the outer still holds
+        assert x.value == 7 and t.use_count(x) == 2 and x is o.x
+
+    def test_move_through_gc_get_objects(self):
+        class Found(t.Inner):
+            pass
+
+        o = t.Outer(Found(8))
+        o.x.tag = "find me"
+        gc.collect()
+        found = [w for w in gc.get_objects() if type(w) is Found]
+        assert len(found) == 1 and found[0] is o.x
+        w = found.pop()
+        assert t.consume(tether.move(w)) == 2
+        with pytest.raises(ValueError, match="moved"):
+            w.value
+        assert w.tag == "find me"  # the shell keeps its __dict__
+        del w
+        assert type(o.x) is t.Inner and o.x.value == 8  # fresh wrapper of the bound type
+
+    def test_move_last_count_from_box_through_weakref(self):
+        """Moving the wrapper of an object the box holds, then letting the box go: the
+        object dies exactly once, in C++."""
+        before = tether.stats()
+        b = t.Box(t.Inner(3))
+        r = weakref.ref(b.value)
+        t.consume(tether.move(r()))
+        b.value = None  # the box held the last count
+        gc.collect()
+        assert r() is None
+        after = tether.stats()
+        assert after["live"] == before["live"] + 1  # the box
+        assert after["shared"] == before["shared"]

@@ -62,7 +62,7 @@ def baseline():
     before = settle()
     yield before
     after = settle()
-    for k in ("live", "bound", "parked"):
+    for k in ("live", "bound", "shared"):
         assert after[k] == before[k], (k, before, after)
 
 
@@ -102,7 +102,7 @@ class TestSharedFieldsAcrossPythonThreads:
                     assert s.value == -(i % len(shared)) - 1
                 elif op == 3:
                     o.y = None
-                del a, b  # drop: the wrapper parks if a field still holds the object
+                del a, b  # drop: the header keeps the wrapper if a field still holds the object
 
         errors = run_threads([lambda k=k: worker(k) for k in range(THREADS)])
         assert not errors, errors[:3]
@@ -115,8 +115,8 @@ class TestSharedFieldsAcrossPythonThreads:
 
 class TestCppThreadsReleaseWhilePythonReads:
     """Property: C++ threads without the GIL make objects and drop last references, of
-    parked wrappers too, while Python threads read the same objects: no deadlock, no
-    crash, counts back to zero."""
+    shared wrappers too (the thread takes the GIL to let the wrapper go), while Python
+    threads read the same objects: no deadlock, no crash, counts back to zero."""
 
     def test_release_in_thread_against_readers(self, baseline):
         outers = [t.Outer(t.Inner(k)) for k in range(4)]
@@ -141,7 +141,7 @@ class TestCppThreadsReleaseWhilePythonReads:
                     v = t.Inner(next(values))
                     o.x = v                # readers can reach it now
                     box = t.Box(v)
-                    del v                  # parks (or stays bound while a reader holds it)
+                    del v                  # kept by the header (C++ shares it)
                     o.x = t.Inner(next(values))  # the box holds the last C++ reference
                     t.release_in_thread(box)  # the last count goes on a std::thread
                     released[0] += 1

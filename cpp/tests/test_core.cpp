@@ -3,8 +3,10 @@
 //
 // This program never starts an interpreter and does not link libpython: it is also the proof
 // that libtether works in plain C++ (see README, "Plain C++ (no Python)"). Layout facts come
-// from the banner in cpp/include/tether/header.h (I3, I4, I6, T10 are cited below).
+// from the banner in cpp/include/tether/header.h (I2, I3, I6, E1/E2, T8, T9 are cited below).
 #include <tether/tether.h>
+
+#include <pthread.h>
 
 #include <atomic>
 #include <cstdint>
@@ -19,6 +21,10 @@ using tether::ObjectHeader;
 using tether::Ref;
 using tether::WeakRef;
 using tether::WrapState;
+using tether::detail::ObjectAccess;
+
+constexpr uint32_t WRAPPED = Object::wrapped_bit;
+constexpr uint32_t SHARED = Object::shared_bit;
 
 // ---- a tiny test harness ----------------------------------------------------------------
 
@@ -105,14 +111,175 @@ static void test_layout() {
     CHECK(r->type_index() != make_object<Padded>(0)->type_index());
     CHECK(tether::detail::register_type(typeid(Counted).name()) == r->type_index());
 
-    // The word round-trips a pointer and a state without touching the pointer (I5).
+    // The word's encoding round-trips a pointer and every state without touching the
+    // pointer (I5). Only bindings/src/lifecycle.cpp writes a header's word: here we only
+    // encode and decode values.
     alignas(8) static int64_t fake_wrapper = 0;
-    uintptr_t w = ObjectHeader::encode(&fake_wrapper, WrapState::Parked);
-    CHECK(ObjectHeader::wrapper_of(w) == &fake_wrapper);
-    CHECK(ObjectHeader::state_of(w) == WrapState::Parked);
-    CHECK(h->transition(h->load(), &fake_wrapper, WrapState::Bound));
-    CHECK(!h->transition(0, nullptr, WrapState::Detached)); // stale expectation loses
-    h->store(nullptr, WrapState::Detached);
+    for (WrapState st : {WrapState::Detached, WrapState::Bound, WrapState::Dying}) {
+        uintptr_t w = ObjectHeader::encode(&fake_wrapper, st);
+        CHECK(ObjectHeader::wrapper_of(w) == &fake_wrapper);
+        CHECK(ObjectHeader::state_of(w) == st);
+    }
+    CHECK(ObjectHeader::encode(nullptr, WrapState::Detached) == 0); // DETACHED is word 0
+    CHECK(h->load() == 0);
+    CHECK(fake_wrapper == 0);
+
+    // The count's two top bits belong to the bindings; the rest is the count (header.h).
+    CHECK((WRAPPED & SHARED) == 0);
+    CHECK(Object::count_mask == SHARED - 1);
+    CHECK(((WRAPPED | SHARED) & Object::count_mask) == 0);
+    CHECK(sizeof(Object) == 24);
+}
+
+// ---- made_by_tether, embedded and stack objects, the 32-bit header distance (I6) --------------
+
+/// A member object: constructed in place by its owner, never by make_object.
+struct HasMember : Object {
+    Counted member{11};
+};
+
+/// A base before Object larger than 16 bits can measure: Object sits past offset 65535.
+struct HugeBase {
+    virtual ~HugeBase() = default;
+    char bytes[100000] = {};
+};
+struct HugePadded : HugeBase, Object {
+    int64_t value;
+    explicit HugePadded(int64_t v) : value(v) {}
+    ~HugePadded() override { g_destroyed.fetch_add(1); }
+};
+
+static void test_made_by_tether() {
+    int64_t live0 = live();
+    int destroyed0 = g_destroyed.load();
+    {
+        Ref<Counted> r = make_object<Counted>(1);
+        CHECK(r->made_by_tether());
+
+        Ref<HasMember> owner = make_object<HasMember>();
+        CHECK(owner->made_by_tether());
+        CHECK(!owner->member.made_by_tether()); // embedded: tether never frees or wraps it
+        CHECK(owner->member.header() == nullptr);
+        CHECK(owner->member.type_index() == 0);
+        CHECK(live() == live0 + 2);
+
+        // Counts on an object tether did not allocate never free it: its owner does.
+        Counted on_stack(5);
+        CHECK(!on_stack.made_by_tether() && on_stack.header() == nullptr);
+        CHECK(on_stack.use_count() == 0);
+        {
+            Ref<Counted> borrowed(&on_stack); // 0 -> 1
+            CHECK(on_stack.use_count() == 1);
+        } // 1 -> 0: on_last_strong ignores it
+        CHECK(on_stack.use_count() == 0 && on_stack.value == 5);
+        CHECK(g_destroyed.load() == destroyed0);
+        {
+            Ref<Counted> m(&owner->member);
+            CHECK(owner->member.use_count() == 1);
+        }
+        CHECK(owner->member.value == 11 && g_destroyed.load() == destroyed0);
+        CHECK(live() == live0 + 2); // the live counter counts make_object only
+    } // on_stack, then owner (with its member), then r: three destructions
+    CHECK(g_destroyed.load() == destroyed0 + 3);
+    CHECK(live() == live0);
+
+    // Object more than 64 KiB into T: the distance needs the 32 bits it has now.
+    Ref<HugePadded> big = make_object<HugePadded>(77);
+    Object *o = big.get();
+    CHECK(bytes(o) - bytes(big.get()) > 65535);
+    CHECK(bytes(o->header()) == bytes(big.get()) - 8); // the header precedes T, not Object
+    CHECK(o->made_by_tether() && big->value == 77);
+    CHECK(o->header()->load() == 0);
+    Ref<Object> as_base = big;
+    big.reset();
+    as_base.reset(); // block_of() finds the block from the base pointer
+    CHECK(g_destroyed.load() == destroyed0 + 4);
+    CHECK(live() == live0);
+}
+
+// ---- the count's bits and the E1/E2 edges (header.h) -------------------------------------------
+
+/// A stand-in for the bindings' settle hook: records each call and, like lifecycle.cpp's
+/// T4/T5, makes SHARED match the count (it never sees a real wrapper).
+static std::atomic<int> g_settles{0};
+static std::atomic<Object *> g_settled{nullptr};
+static void fake_settle(Object *obj) noexcept {
+    g_settles.fetch_add(1);
+    g_settled.store(obj);
+    std::atomic<uint32_t> &word = ObjectAccess::strong_word(obj);
+    uint32_t c = word.load();
+    for (;;) {
+        if (!(c & WRAPPED))
+            return;
+        uint32_t n = c & Object::count_mask;
+        uint32_t next = n >= 2 ? (c | SHARED) : (c & ~SHARED);
+        if (next == c || word.compare_exchange_weak(c, next))
+            return;
+    }
+}
+
+static void test_count_bits_and_edges() {
+    int64_t live0 = live();
+    int destroyed0 = g_destroyed.load();
+    tether::PythonHooks hooks;
+    hooks.settle = &fake_settle;
+    tether::detail::set_python_hooks(hooks);
+    {
+        Ref<Counted> r = make_object<Counted>(1);
+        std::atomic<uint32_t> &word = ObjectAccess::strong_word(r.get());
+        CHECK(word.load() == 1); // T0: n = 1, no bits
+
+        // No wrapper: counts going up and down are plain adds; the hook is never called.
+        {
+            Ref<Counted> a = r, b = r;
+            CHECK(r.use_count() == 3);
+        }
+        CHECK(g_settles.load() == 0 && word.load() == 1);
+
+        // Pretend a wrapper owns the one count (T1). use_count() masks the bits.
+        word.fetch_or(WRAPPED);
+        CHECK(r.use_count() == 1);
+
+        // E1: 1 -> 2 with WRAPPED and no SHARED calls the hook once, for this object.
+        Ref<Counted> c = r;
+        CHECK(g_settles.load() == 1 && g_settled.load() == r.get());
+        CHECK(word.load() == (WRAPPED | SHARED | 2) && r.use_count() == 2);
+        // Further counts are plain adds (no edge).
+        Ref<Counted> d = r;
+        CHECK(g_settles.load() == 1 && r.use_count() == 3);
+        d.reset(); // 3 -> 2 with SHARED: no edge
+        CHECK(g_settles.load() == 1 && word.load() == (WRAPPED | SHARED | 2));
+
+        // E2: 2 -> 1 with WRAPPED|SHARED calls the hook, which drops SHARED (T5).
+        c.reset();
+        CHECK(g_settles.load() == 2 && word.load() == (WRAPPED | 1));
+
+        // try_inc_ref (WeakRef::lock) from WRAPPED|1 is an E1 too.
+        WeakRef<Counted> weak(r);
+        {
+            Ref<Counted> locked = weak.lock();
+            CHECK(locked && g_settles.load() == 3);
+            CHECK(word.load() == (WRAPPED | SHARED | 2));
+        } // E2
+        CHECK(g_settles.load() == 4 && word.load() == (WRAPPED | 1));
+
+        // A count at 2 without SHARED (the casters take theirs quietly, then settle): its
+        // dec is no edge, and nothing is called.
+        word.fetch_add(1); // WRAPPED | 2, as a caster leaves it
+        r->dec_ref();
+        CHECK(g_settles.load() == 4 && word.load() == (WRAPPED | 1));
+
+        // use_count() never shows the bits, whatever the count.
+        word.fetch_or(SHARED);
+        CHECK(r.use_count() == 1);
+        word.fetch_and(~(WRAPPED | SHARED)); // T6: the wrapper goes; r owns the count again
+        CHECK(word.load() == 1 && r.use_count() == 1);
+        CHECK(g_destroyed.load() == destroyed0);
+    }
+    CHECK(g_destroyed.load() == destroyed0 + 1); // exactly once, on the last plain count
+    CHECK(live() == live0);
+    tether::detail::set_python_hooks(tether::PythonHooks{});
+    g_settles.store(0);
 }
 
 // ---- counts ---------------------------------------------------------------------------------
@@ -310,25 +477,144 @@ static void test_concurrent_make() {
 
 // ---- no interpreter: the hook table is empty ---------------------------------------------------
 
-/// T10 without Python: a PARKED word whose object loses its last count while no hook is
-/// installed is orphaned (the wrapper pointer is never dereferenced, I5) and the object is
-/// destroyed exactly once. This is what happens to objects released after Py_FinalizeEx().
-static void test_orphan_without_python() {
-    using tether::Counter;
+/// Without Python (no hooks, or after Py_FinalizeEx() in a host, where T8 orphans the
+/// wrapper), the E1/E2 edges reach detail::on_share/on_unshare with an empty hook table:
+/// nothing is dereferenced (I5), the counts stay exact and the object is destroyed once.
+static void test_edges_without_python() {
+    tether::detail::set_python_hooks(tether::PythonHooks{});
     tether::Stats s0 = tether::stats();
     int destroyed0 = g_destroyed.load();
-    alignas(8) static int64_t never_touched = 0x5a5a;
-
-    Ref<Counted> r = make_object<Counted>(1);
-    r->header()->store(&never_touched, WrapState::Parked);
-    tether::detail::add_count(Counter::parked, 1); // what the bindings' T3 would have counted
-    r.reset();
+    {
+        Ref<Counted> r = make_object<Counted>(1);
+        std::atomic<uint32_t> &word = ObjectAccess::strong_word(r.get());
+        word.fetch_or(WRAPPED);
+        Ref<Counted> c = r; // E1, no hook: SHARED stays off
+        CHECK(word.load() == (WRAPPED | 2));
+        word.fetch_or(SHARED);
+        c.reset(); // E2, no hook
+        CHECK(word.load() == (WRAPPED | SHARED | 1));
+        word.fetch_and(~(WRAPPED | SHARED)); // what T8 leaves: r's plain count
+        CHECK(r.use_count() == 1);
+    }
     tether::Stats s1 = tether::stats();
-    CHECK(s1.orphaned == s0.orphaned + 1);
-    CHECK(s1.parked == s0.parked);
-    CHECK(g_destroyed.load() == destroyed0 + 1 && s1.live == s0.live);
-    CHECK(never_touched == 0x5a5a);
-    tether::detail::add_count(Counter::orphaned, -1); // leave the counters as we found them
+    CHECK(g_destroyed.load() == destroyed0 + 1);
+    CHECK(s1.live == s0.live && s1.bound == s0.bound && s1.shared == s0.shared);
+    CHECK(s1.orphaned == s0.orphaned); // only the bindings' T8 counts orphans
+}
+
+// ---- the trashcan (T9): long destruction chains use constant C stack --------------------------
+
+struct Link : Object {
+    Ref<Link> next;
+    int64_t value;
+    explicit Link(int64_t v = 0) : value(v) {}
+    ~Link() override { g_links_destroyed.fetch_add(1, std::memory_order_relaxed); }
+    static std::atomic<int64_t> g_links_destroyed;
+};
+std::atomic<int64_t> Link::g_links_destroyed{0};
+
+/// A destructor that makes and drops objects, and releases a chain of its own.
+struct Busy : Object {
+    Ref<Link> chain;
+    ~Busy() override {
+        Ref<Counted> temp = make_object<Counted>(-1); // destroyed while the queue drains
+        (void) temp;
+    }
+};
+
+static Ref<Link> make_chain(int64_t n) {
+    Ref<Link> head;
+    for (int64_t i = 0; i < n; ++i) {
+        Ref<Link> node = make_object<Link>(i);
+        node->next = std::move(head);
+        head = std::move(node);
+    }
+    return head;
+}
+
+/// Runs fn on a pthread with a `stack_bytes` stack and joins it.
+template <typename F> static bool run_on_small_stack(size_t stack_bytes, F fn) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, stack_bytes);
+    pthread_t th;
+    auto *heap_fn = new F(std::move(fn));
+    int rc = pthread_create(
+        &th, &attr,
+        [](void *p) -> void * {
+            F *f = static_cast<F *>(p);
+            (*f)();
+            delete f;
+            return nullptr;
+        },
+        heap_fn);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        delete heap_fn;
+        return false;
+    }
+    pthread_join(th, nullptr);
+    return true;
+}
+
+static void test_trashcan() {
+    constexpr int64_t n = 1000000;
+    constexpr size_t small_stack = 128 * 1024; // a naive recursion needs ~100 bytes a link
+    int64_t live0 = live();
+    int64_t links0 = Link::g_links_destroyed.load();
+
+    // One chain of a million Ref-linked objects, released by its head on a small stack.
+    Ref<Link> head = make_chain(n);
+    CHECK(live() == live0 + n);
+    WeakRef<Link> weak_head(head), weak_tail;
+    {
+        Link *p = head.get();
+        while (p->next)
+            p = p->next.get();
+        weak_tail = WeakRef<Link>(Ref<Link>(p));
+    }
+    CHECK(run_on_small_stack(small_stack, [h = std::move(head)]() mutable { h.reset(); }));
+    CHECK(Link::g_links_destroyed.load() == links0 + n); // each exactly once
+    CHECK(live() == live0);
+    CHECK(weak_head.expired() && weak_tail.expired()); // blocks kept by WeakRefs are fine
+    weak_head = WeakRef<Link>();
+    weak_tail = WeakRef<Link>();
+
+    // Two chains on two small-stack threads at once: the queue is per thread.
+    links0 = Link::g_links_destroyed.load();
+    Ref<Link> a = make_chain(n / 2), b = make_chain(n / 2);
+    std::atomic<int> started{0};
+    auto release = [&started](Ref<Link> r) {
+        return [&started, r = std::move(r)]() mutable {
+            started.fetch_add(1);
+            while (started.load() < 2)
+                std::this_thread::yield();
+            r.reset();
+        };
+    };
+    bool ran_a = false, ran_b = false;
+    std::thread ta([&] { ran_a = run_on_small_stack(small_stack, release(std::move(a))); });
+    std::thread tb([&] { ran_b = run_on_small_stack(small_stack, release(std::move(b))); });
+    ta.join();
+    tb.join();
+    CHECK(ran_a && ran_b);
+    CHECK(Link::g_links_destroyed.load() == links0 + n);
+    CHECK(live() == live0);
+
+    // Destructors that make and drop objects while the queue drains, holding chains.
+    int destroyed0 = g_destroyed.load();
+    links0 = Link::g_links_destroyed.load();
+    std::vector<Ref<Busy>> busy;
+    for (int i = 0; i < 100; ++i) {
+        busy.push_back(make_object<Busy>());
+        busy.back()->chain = make_chain(1000);
+    }
+    Ref<Link> outer = make_chain(1);
+    CHECK(run_on_small_stack(small_stack, [v = std::move(busy)]() mutable { v.clear(); }));
+    CHECK(g_destroyed.load() == destroyed0 + 100); // every temporary destroyed once
+    CHECK(Link::g_links_destroyed.load() == links0 + 100 * 1000);
+    outer.reset();
+    CHECK(live() == live0);
 }
 
 static void test_abi() {
@@ -353,7 +639,10 @@ int main() {
         {"constructor_throws", test_constructor_throws},
         {"concurrent_release", test_concurrent_release},
         {"concurrent_make", test_concurrent_make},
-        {"orphan_without_python", test_orphan_without_python},
+        {"made_by_tether", test_made_by_tether},
+        {"count_bits_and_edges", test_count_bits_and_edges},
+        {"edges_without_python", test_edges_without_python},
+        {"trashcan", test_trashcan},
         {"abi", test_abi},
     };
     int64_t live0 = live();

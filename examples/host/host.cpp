@@ -8,9 +8,11 @@
 //    fields;
 // 2. checks in C++ that each object comes back as the same wrapper (same id) with its
 //    attributes, and again on a second call into Python;
-// 3. releases 200 parked objects from 4 C++ threads while Python runs on the main thread;
-// 4. calls Py_FinalizeEx() while C++ still holds objects with parked wrappers, then releases
-//    them: they are orphaned (tether.stats()["orphaned"]), never touched.
+// 3. releases 200 objects whose wrappers only C++ keeps alive (the header's reference, while
+//    C++ shares them) from 4 C++ threads while Python runs on the main thread: each thread
+//    takes the GIL to let its wrapper go, and every __del__ runs once;
+// 4. calls Py_FinalizeEx() while C++ still shares objects with their wrappers, then releases
+//    them: the wrappers are orphaned (tether.stats()["orphaned"], T8), never touched.
 // Prints "N passed, M failed" and exits non-zero on any failure.
 #include "host_types.h"
 
@@ -43,7 +45,8 @@ static void check(bool ok, const char *expr, int line) {
 }
 #define CHECK(cond) check(static_cast<bool>(cond), #cond, __LINE__)
 
-static int64_t parked() { return tether::stats().parked; }
+static int64_t shared() { return tether::stats().shared; }
+static int64_t bound() { return tether::stats().bound; }
 
 static Ref<Graph> build_graph(int n) {
     Ref<Graph> g = make_object<Graph>();
@@ -56,10 +59,13 @@ static uintptr_t id_of(nb::handle h) { return reinterpret_cast<uintptr_t>(h.ptr(
 
 /// Steps 1 and 2: the graph goes to Python and comes back with the same wrappers.
 static void round_trip(nb::module_ &script, const Ref<Graph> &graph) {
-    int64_t parked0 = parked();
+    int64_t shared0 = shared(), bound0 = bound();
     nb::dict result = nb::borrow<nb::dict>(script.attr("run")(graph));
-    // Python dropped nodes 2..5, the Tagged, the Inner and the graph's own wrapper: parked.
-    CHECK(parked() == parked0 + 7);
+    // The graph, its 6 nodes, the Tagged and the Inner got wrappers, and C++ holds each of
+    // them besides its wrapper: every one is shared, so its header keeps the wrapper alive
+    // whether Python kept it (nodes 0-1) or dropped it (the rest).
+    CHECK(bound() == bound0 + 9);
+    CHECK(shared() == shared0 + 9);
     script.attr("junk")();
 
     nb::list ids = nb::borrow<nb::list>(result["ids"]);
@@ -89,7 +95,8 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
         for (size_t i = 0; i < batch.size(); ++i)
             held[i % n_threads].push_back(nb::cast<Ref<Object>>(batch[i]));
     }
-    int64_t parked0 = parked(), live0 = tether::stats().live;
+    // The batch list is gone: the 200 wrappers live only through their headers.
+    int64_t shared0 = shared(), bound0 = bound(), live0 = tether::stats().live;
     int deleted0 = nb::cast<int>(script.attr("deleted"));
 
     std::atomic<bool> go{false};
@@ -100,7 +107,7 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
             while (!go.load())
                 std::this_thread::yield();
             for (Ref<Object> &r : held[static_cast<size_t>(t)])
-                r.reset(); // T6: the hook takes the GIL and lets the wrapper die
+                r.reset(); // E2 -> T5: the hook takes the GIL, the wrapper dies (T6, T9)
             host::threads_running.fetch_sub(1);
         });
     go.store(true);
@@ -113,7 +120,8 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
     std::printf("threads: released %d objects while Python ran %d rounds\n",
                 n_threads * per_thread, rounds);
     CHECK(nb::cast<int>(script.attr("deleted")) == deleted0 + n_threads * per_thread);
-    CHECK(parked() == parked0 - n_threads * per_thread);
+    CHECK(shared() == shared0 - n_threads * per_thread);
+    CHECK(bound() == bound0 - n_threads * per_thread);
     CHECK(tether::stats().live == live0 - n_threads * per_thread);
 }
 
@@ -127,7 +135,7 @@ static bool prepend_sys_path(const char *dir) {
     return ok;
 }
 
-/// Runs steps 1-3, and leaves `graph` holding objects with parked wrappers.
+/// Runs steps 1-3, and leaves `graph` holding objects whose wrappers their headers keep.
 static bool run_python(const char *script_dir, const Ref<Graph> &graph) {
     // Plain C API first: the host's copy of nanobind is set up by importing host_types
     // (its NB_MODULE), and that import needs tether on sys.path.
@@ -145,21 +153,21 @@ static bool run_python(const char *script_dir, const Ref<Graph> &graph) {
     }
 }
 
-/// Step 4: after Py_FinalizeEx(), releasing objects with parked wrappers orphans them.
+/// Step 4: after Py_FinalizeEx(), releasing objects whose wrappers C++ keeps orphans them.
 static void release_after_finalize(Ref<Graph> &graph) {
     tether::Stats before = tether::stats();
-    // The graph, its 6 nodes, the Tagged payload and the Inner all have wrappers. Each is
-    // parked, or still bound if the interpreter never freed the wrapper (CPython does not
-    // free every object at exit; here nodes 0-1, held by the list host_script.kept).
-    CHECK(before.parked + before.bound == 9);
-    graph.reset(); // parked ones: destroyed, wrapper memory never touched (T10)
+    // The graph, its 6 nodes, the Tagged payload and the Inner all have wrappers, and C++
+    // shares each of them: the header's reference is external to the interpreter, so no
+    // finalization step freed them (nodes 0-1 lost host_script.kept's references only).
+    CHECK(before.bound == 9);
+    CHECK(before.shared == 9);
+    int64_t live_before = before.live;
+    graph.reset(); // E2 on each: T8, destroyed, wrapper memory never touched
     tether::Stats after = tether::stats();
-    CHECK(after.orphaned == before.orphaned + before.parked);
-    CHECK(after.parked == 0);
-    // A still-bound wrapper owns a count it can never give back: its object stays alive.
-    CHECK(after.live == after.bound && after.bound == before.bound);
-    std::printf("after finalize: %lld parked wrappers orphaned, %lld objects kept by leaked "
-                "bound wrappers\n",
+    CHECK(after.orphaned == before.orphaned + 9);
+    CHECK(after.bound == 0 && after.shared == 0);
+    CHECK(after.live == live_before - 9);
+    std::printf("after finalize: %lld shared wrappers orphaned, %lld objects still alive\n",
                 static_cast<long long>(after.orphaned - before.orphaned),
                 static_cast<long long>(after.live));
 }

@@ -15,8 +15,8 @@ NB_MODULE(host_types, m) {
     using namespace host;
     m.doc() = "Types of the embedding host example (examples/host)";
     tether::init_module();
-    // Wrappers parked at Py_FinalizeEx() keep their types alive on purpose (they are
-    // orphaned, see README "Embedding in a C++ host"); nanobind would report them as leaks.
+    // Wrappers C++ still shares at Py_FinalizeEx() keep their types alive on purpose (they
+    // are orphaned, see README "Embedding in a C++ host"); nanobind would report them as leaks.
     nb::set_leak_warnings(false);
 
     tether::class_<Node, Object>(m, "Node", "A node of the host's graph.")

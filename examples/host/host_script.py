@@ -9,7 +9,7 @@ import gc
 import host_types  # built into the host executable
 from tether import testing
 
-deleted = 0  # real deaths of Tagged wrappers (parking does not count)
+deleted = 0  # deaths of Tagged wrappers (never while C++ shares the object)
 kept = []  # wrappers Python keeps alive until the interpreter finalizes
 
 
