@@ -214,7 +214,7 @@ bool make_data(PyObject *self) noexcept {
     }
     Ref<DataObject> obj;
     try {
-        obj = tether::make_object<DataObject>((size_t) count);
+        obj = tether::detail::make_object_impl<DataObject>(true, (size_t) count);
     } catch (const std::bad_alloc &) {
         PyErr_NoMemory();
         return false;

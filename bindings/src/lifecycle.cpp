@@ -152,7 +152,10 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
     if (w->object || w->state.state != state_uninitialized) {
         PyErr_Format(PyExc_TypeError, "%s.__init__() called on an already initialized object",
                      Py_TYPE(self)->tp_name);
-        obj->dec_ref();
+        if (strong(obj).load(std::memory_order_relaxed) & WRAPPED)
+            release_wrapper_reference(obj); // made for a wrapper (tether::init) that lost
+        else
+            obj->dec_ref();
         return false;
     }
     mark_ready(self, obj);
@@ -160,15 +163,16 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
     if (!h)
         return true; // opted out of the header: the wrapper owns a plain count
     allow_try_incref(self);
-    uint32_t before;
+    uint32_t c = strong(obj).load(std::memory_order_relaxed);
+    if (!(c & WRAPPED)) // made by make_object, not tether::init: the reference becomes w's
+        c = strong(obj).fetch_or(WRAPPED, std::memory_order_acq_rel) | WRAPPED;
     {
         WordLock lock(h);
         TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
         publish(h, self, WrapState::Bound);
-        before = strong(obj).fetch_or(WRAPPED, std::memory_order_acq_rel);
     }
     count(Counter::bound, 1);
-    if ((before & COUNT) >= 2) // T's constructor already handed `this` to C++
+    if ((c & COUNT) >= 2) // T's constructor already handed `this` to C++
         settle(obj);
     return true;
 }
@@ -193,6 +197,30 @@ static bool wrap_fresh(Object *obj, ObjectHeader *h, PyObject *self) noexcept {
     count(Counter::shared, 1);
     return true;
 }
+
+#if defined(Py_GIL_DISABLED)
+/// T3 on free-threaded builds, with no lock: the protocol of CPython's own optimistic reads
+/// (_Py_TryIncrefCompare). A wrapper's memory stays an object of CPython's object heaps until
+/// every attached thread passes a quiescent state (QSBR), so the try-incref reads valid
+/// refcount fields even if the wrapper was just freed: it then fails (the refcount is zero),
+/// or it took a reference to an object that reused the block, which the re-check of the word
+/// detects and gives back.
+PyObject *wrap_bound_unlocked(Object *obj) noexcept {
+    ObjectHeader *h = obj->header();
+    if (!h)
+        return nullptr;
+    uintptr_t word = h->load();
+    if (ObjectHeader::state_of(word) != WrapState::Bound)
+        return nullptr;
+    PyObject *p = static_cast<PyObject *>(ObjectHeader::wrapper_of(word));
+    if (!compat::try_incref(p))
+        return nullptr;
+    if (h->load() == word)
+        return p;
+    Py_DECREF(p);
+    return nullptr;
+}
+#endif
 
 PyObject *wrap_slow(Object *obj, PyTypeObject *required) noexcept {
     if (!obj->made_by_tether()) {

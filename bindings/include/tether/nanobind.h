@@ -426,7 +426,9 @@ public:
                 PyTypeObject *bound = py_type<T>();
                 if (Py_TYPE(self.ptr()) != bound && !PyObject_TypeCheck(self.ptr(), bound))
                     throw nb::type_error("__init__: self is not an instance of the bound type");
-                Ref<T> obj = make_object<T>(std::forward<Args>(args)...);
+                // The first reference is the wrapper's from the start (WRAPPED): bind_new
+                // then needs no atomic read-modify-write.
+                Ref<T> obj = detail::make_object_impl<T>(true, std::forward<Args>(args)...);
                 if (!py::bind_new(self.ptr(), obj.release()))
                     throw nb::python_error();
             },

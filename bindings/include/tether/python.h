@@ -51,14 +51,19 @@ TETHER_API PyObject * raise_unusable(PyObject *self) noexcept;
 /// wrapper is being deallocated or that is being destroyed.
 TETHER_API PyObject * wrap_slow(Object *obj, PyTypeObject *type) noexcept;
 
+#if defined(Py_GIL_DISABLED)
+/// Free-threaded T3 without a lock: load the word, try-incref the wrapper, re-check the word.
+TETHER_API PyObject * wrap_bound_unlocked(Object *obj) noexcept;
+#endif
+
 /// T3 only: the live wrapper of `obj` as a new reference, or nullptr if it has none (then
 /// call wrap_slow). HOT: one load, one compare, one incref; no type lookup.
 inline PyObject *wrap_bound(Object *obj) noexcept {
 #if defined(Py_GIL_DISABLED)
     // Without the GIL, BOUND(w) may be read just as another thread drops w's last reference:
-    // wrap_slow takes the header's lock and a TryIncRef (bindings/src/lifecycle.cpp).
-    (void) obj;
-    return nullptr;
+    // the reference is taken with a try-incref that refuses a dying wrapper, and the word is
+    // read again after it (bindings/src/lifecycle.cpp).
+    return wrap_bound_unlocked(obj);
 #else
     if (ObjectHeader *h = obj->header()) {
         uintptr_t w = h->load();

@@ -25,8 +25,11 @@ struct wants_header<T, std::void_t<decltype(T::tether_header)>>
 namespace detail {
 
 struct ObjectAccess {
-    static void init(Object *o, uint32_t type_index, size_t header_distance,
-                     size_t prefix) noexcept {
+    /// After T's constructor: layout, type, "made", and the first strong reference. A
+    /// constructor that already took references to `this` keeps them (they are added to).
+    /// `wrapped`: the reference belongs to a wrapper being made for it (T1, header.h).
+    static void init(Object *o, uint32_t type_index, size_t header_distance, size_t prefix,
+                     bool wrapped) noexcept {
         uint32_t log2_prefix = 0;
         while (prefix > 1) {
             prefix >>= 1;
@@ -34,7 +37,9 @@ struct ObjectAccess {
         }
         o->m_info = type_index | Object::info_made | (log2_prefix << Object::info_prefix_shift);
         o->m_header_distance = static_cast<uint32_t>(header_distance);
-        o->m_strong.store(1, std::memory_order_relaxed);
+        uint32_t taken = o->m_strong.load(std::memory_order_relaxed);
+        o->m_strong.store((taken + 1) | (wrapped ? Object::wrapped_bit : 0),
+                          std::memory_order_relaxed);
     }
     /// Start of the block make_object allocated. Only before the destructor runs (it reads
     /// the most-derived object through the vtable).
@@ -66,8 +71,10 @@ template <typename T> uint32_t type_index_of() noexcept {
 
 } // namespace detail
 
-/// Allocates T with its header in one block and returns the first strong reference.
-template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
+namespace detail {
+/// T0 (header.h): allocates T with its header in one block and returns the first strong
+/// reference; `for_wrapper`: that reference is the wrapper's (WRAPPED set), for tether::init.
+template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper, Args &&...args) {
     static_assert(std::is_base_of_v<Object, T>, "make_object<T>: T must derive from tether::Object");
     static_assert(!std::is_abstract_v<T>, "make_object<T>: T is abstract");
     static_assert(alignof(T) <= 4096, "make_object<T>: alignment above a page is not supported");
@@ -93,9 +100,16 @@ template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
     const char *ob = reinterpret_cast<const char *>(o);
     detail::ObjectAccess::init(
         o, detail::type_index_of<T>(),
-        with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0, prefix);
+        with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0, prefix,
+        with_header && for_wrapper);
     detail::add_count(Counter::live, 1);
     return Ref<T>::adopt(p);
+}
+} // namespace detail
+
+/// Allocates T with its header in one block and returns the first strong reference.
+template <typename T, typename... Args> Ref<T> make_object(Args &&...args) {
+    return detail::make_object_impl<T>(false, std::forward<Args>(args)...);
 }
 
 /// Bytes the header adds in front of an object of type T.
