@@ -11,8 +11,10 @@ Variants, side by side on equivalent C++ structs (an Outer holding an Inner{int6
   tether        tether.testing.Outer / Inner / Untied.
 
 "hot" reads hold the sub-object's wrapper in a variable while ``a.x`` is read; "cold" and
-"revive" reads hold nothing, so each read meets no live wrapper: nanobind makes and frees one,
-tether revives the parked one and parks it again.
+"revive" reads hold nothing in Python: nanobind makes and frees a wrapper each time, while
+tether's header still holds x's wrapper (C++ shares x), so the read hands out that wrapper
+(T3) and dropping it leaves it alive. (The key "tether.revive" is kept from the old parking
+design so that results stay comparable.)
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ def main_cases() -> list:
              "nb-intrusive: a.x (wrapper pinned by C++)"),
         Case("tether.hot", "a.x", _read("tether", True), "tether: a.x, wrapper of x held (BOUND)"),
         Case("tether.revive", "a.x", _read("tether", False),
-             "tether: a.x, wrapper parked: revive + re-park"),
+             "tether: a.x, no Python reference to x: the header keeps its wrapper"),
         Case("cpython.getset", "i.real", _names(i=12345),
              "CPython anchor: int.real, a C getset descriptor (no specialisation in 3.11)"),
         Case("slots.int", "i.value", _one("i", lambda: SlotsInner(1)), "slots: i.value"),
