@@ -198,9 +198,13 @@ class TestDel:
         calls = []
 
         class R(t.Inner):
+            # Reached through the class, not a closure: on 3.13t a class made after the first
+            # thread started is immortal, and a closure would keep `keeper` alive with it.
             def __del__(self):
-                calls.append(self.value)
-                keeper.value = self
+                type(self).calls.append(self.value)
+                type(self).keeper.value = self
+
+        R.keeper, R.calls = keeper, calls
 
         r = R(5)
         r.tag = "kept"
@@ -221,6 +225,7 @@ class TestDel:
         keeper.value = None
         collect()
         assert wr() is None and calls == [5]
+        del R.keeper
 
 
 class TestShutdown:
