@@ -166,14 +166,21 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
     uint32_t c = strong(obj).load(std::memory_order_relaxed);
     if (!(c & WRAPPED)) // made by make_object, not tether::init: the reference becomes w's
         c = strong(obj).fetch_or(WRAPPED, std::memory_order_acq_rel) | WRAPPED;
+    if ((c & COUNT) == 1) {
+        // HOT: every construction. The only reference is the one make_object returned to
+        // this thread, so no other thread can reach the header: no lock.
+        TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
+        publish(h, self, WrapState::Bound);
+        count(Counter::bound, 1);
+        return true;
+    }
     {
-        WordLock lock(h);
+        WordLock lock(h); // T's constructor already handed `this` to C++
         TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
         publish(h, self, WrapState::Bound);
     }
     count(Counter::bound, 1);
-    if ((c & COUNT) >= 2) // T's constructor already handed `this` to C++
-        settle(obj);
+    settle(obj);
     return true;
 }
 
