@@ -2,6 +2,7 @@
 // bindings/src/type_slots.cpp: the CPython type slots of tether types (tp_new, the type call,
 // tp_dealloc/tp_finalize installation), the move token, and process-wide setup
 #include "wrapper_internal.h"
+#include "runtime_guard.h" // issue 11
 
 #include <atomic>
 
@@ -198,6 +199,8 @@ PyObject *stats_dict() noexcept {
 int initialize() noexcept {
     if (g_initialized.load(std::memory_order_acquire))
         return 0;
+    if (claim_runtime() != 0) // issue 11: one runtime per process (runtime_guard.cpp)
+        return -1;
     if (!check_abi()) {
         PyErr_Format(PyExc_ImportError,
                      "tether: this module was built against tether ABI %u but the loaded "
