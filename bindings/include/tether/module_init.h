@@ -67,9 +67,16 @@ static const char *const import_names[TETHER_IMPORT_COUNT] = {TETHER_IMPORTS(TET
 #undef TETHER_IMPORT
 
 /// ImportError "<module>: <what>", with the pending exception's text appended if any.
-static void raise(const char *module, const char *what) noexcept {
+static void raise_import_error(const char *module, const char *what) noexcept {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *value = PyErr_GetRaisedException();
+#else
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+#endif
     PyObject *detail = value ? PyObject_Str(value) : nullptr;
     const char *cause = detail ? PyUnicode_AsUTF8(detail) : nullptr;
     if (!cause)
@@ -77,9 +84,7 @@ static void raise(const char *module, const char *what) noexcept {
     PyErr_Format(PyExc_ImportError, "%s: %s%s%s%s", module, what, cause ? " (" : "",
                  cause ? cause : "", cause ? ")" : "");
     Py_XDECREF(detail);
-    Py_XDECREF(type);
     Py_XDECREF(value);
-    Py_XDECREF(tb);
 }
 
 /// Imports tether._core and fills the jump slots. False with ImportError set on failure.
@@ -87,9 +92,10 @@ static bool bind_runtime(const char *module) noexcept {
     auto *api = static_cast<const tether_runtime_api *>(
         PyCapsule_Import(TETHER_RUNTIME_API_CAPSULE, 0));
     if (!api) {
-        raise(module, "this module binds tether types and needs the tether package, but "
-                      "`import tether._core` failed; install tether in this environment "
-                      "(pip install tether)");
+        raise_import_error(module,
+                           "this module binds tether types and needs the tether package, but "
+                           "`import tether._core` failed; install tether in this environment "
+                           "(pip install tether)");
         return false;
     }
     if (api->size < sizeof(tether_runtime_api) ||

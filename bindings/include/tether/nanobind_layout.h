@@ -80,17 +80,16 @@ static_assert(bits_of(InstState{}) == 0 && bits_of(NbState{}) == 0,
 } // namespace tether::nb_layout
 #endif
 
+#define TETHER_NB_VERSION_STR                                                               \
+    NB_TOSTRING(NB_VERSION_MAJOR) "." NB_TOSTRING(NB_VERSION_MINOR) "." NB_TOSTRING(          \
+        NB_VERSION_PATCH)
+
 // ---- the internals key --------------------------------------------------------------------
 // nanobind keeps one type registry per key (and domain) in the interpreter; a module sees
 // tether.Object only if it uses the registry tether._core registered it in.
 #if defined(NB_INTERNALS_KEY)
 #  define TETHER_NB_KEY_BASE NB_INTERNALS_KEY
-#elif defined(NB_ABI_TAG)
-#  define TETHER_NB_KEY_BASE NB_ABI_TAG
-#else
-#  error "tether: cannot tell this nanobind's internals key (NB_INTERNALS_KEY / NB_ABI_TAG)"
+#else // not a verified version (refused above): any key that differs from tether's
+#  define TETHER_NB_KEY_BASE "nanobind-" TETHER_NB_VERSION_STR
 #endif
 #define TETHER_NB_INTERNALS_KEY TETHER_NB_KEY_BASE "/domain=" NB_DOMAIN_STR
-#define TETHER_NB_VERSION_STR                                                               \
-    NB_TOSTRING(NB_VERSION_MAJOR) "." NB_TOSTRING(NB_VERSION_MINOR) "." NB_TOSTRING(          \
-        NB_VERSION_PATCH)
