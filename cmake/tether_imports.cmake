@@ -22,6 +22,12 @@ foreach(lib IN LISTS LIBS)
   foreach(line IN LISTS lines)
     if(line MATCHES "^(_ZN6tether[A-Za-z0-9_]+) T ")
       list(APPEND symbols "${CMAKE_MATCH_1}")
+    elseif(line MATCHES "^(_Z[A-Za-z0-9_]*6tether[A-Za-z0-9_]+) [BDGRSV] ")
+      # A jump slot can forward a call, not a variable: a module that used this object
+      # would fail to load (undefined symbol) instead of sharing it.
+      message(FATAL_ERROR "tether_imports.cmake: ${lib} exports the data symbol "
+        "${CMAKE_MATCH_1}, which downstream modules cannot import through jump slots "
+        "(tether/module_init.h). Keep it hidden and reach it through an exported function.")
     endif()
   endforeach()
 endforeach()
