@@ -79,6 +79,15 @@ def tether_cmake_dir():
     return out
 
 
+def tether_nanobind_version():
+    """The nanobind version the installed tether was built with (from its tether-config.cmake;
+    any version in pyproject.toml's range, not always the newest)."""
+    text = (Path(tether_cmake_dir()) / "tether-config.cmake").read_text()
+    found = re.search(r'set\(tether_NANOBIND_VERSION "([^"]+)"\)', text)
+    assert found, "tether-config.cmake names no tether_NANOBIND_VERSION"
+    return found.group(1)
+
+
 def nanobind_cmake_dir():
     nanobind = pytest.importorskip("nanobind", reason="nanobind is needed to build against tether")
     return nanobind.cmake_dir()

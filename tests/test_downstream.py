@@ -4,11 +4,16 @@
 The example finds tether with `python -m tether --cmake-dir` + find_package(tether CONFIG),
 builds with tether_add_module() and -Wall -Wextra -Werror, and runs its own test file in a
 fresh interpreter: objects cross between it and tether.testing with their identity.
+The module links no tether library (jump slots, tether/module_init.h), so it carries no path
+of this machine; a second copy of tether's runtime in one process is refused.
+The wheel round trip (build env deleted, fresh env, editable tether) is in test_wheels.py.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,7 @@ import pytest
 import tether
 
 from cmake_build import (REPO, cmake_or_skip, configure_and_build, nanobind_cmake_dir, run,
-                         tether_cmake_dir)
+                         tether_cmake_dir, tether_nanobind_version)
 
 EXAMPLE = REPO / "examples" / "downstream"
 
@@ -56,8 +61,125 @@ class TestDownstreamModule:
         assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
+def module_file(build):
+    found = sorted(Path(build).glob("tether_geometry*.so"))
+    assert found, f"no tether_geometry module in {build}"
+    return found[0]
+
+
+def dynamic_section(path):
+    """(NEEDED entries, RUNPATH/RPATH entries) of an ELF file, from `readelf -d`."""
+    readelf = shutil.which("readelf")
+    if not readelf:
+        pytest.skip("readelf (binutils) is not installed")
+    out = run([readelf, "-d", str(path)]).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+    paths = re.findall(r"\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]", out)
+    return needed, paths
+
+
+class TestRelocatableModule:
+    """The module names no tether library and no directory: it binds to whatever tether
+    `import tether` finds, imported before or after it."""
+
+    def test_no_tether_library_and_no_path(self, geometry_build):
+        module = module_file(geometry_build)
+        needed, paths = dynamic_section(module)
+        assert not [n for n in needed if "tether" in n], needed
+        assert paths == [], paths
+        nm = shutil.which("nm")
+        if nm:
+            undefined = run([nm, "-D", "--undefined-only", str(module)]).stdout
+            assert "tether" not in undefined, undefined
+
+    @pytest.mark.parametrize("first", ["tether_geometry", "tether"])
+    def test_either_import_order(self, geometry_build, first):
+        second = "tether" if first == "tether_geometry" else "tether_geometry"
+        code = textwrap.dedent(f"""
+            import {first}, {second}
+            import tether, tether_geometry as geo
+            from tether import testing
+            live = tether.stats()["live"]
+            p = geo.Point(1, 2)
+            box = testing.Box(p)
+            assert box.value is p and testing.echo(p) is p
+            assert tether.stats()["live"] == live + 2, tether.stats()  # p and box
+            testing.Box(tether.move(p))   # a move between the two modules is accepted
+            print("ok")
+        """)
+        env = dict(os.environ, PYTHONPATH=str(geometry_build))
+        proc = run([sys.executable, "-c", code], env=env, cwd=geometry_build)
+        assert proc.stdout.strip() == "ok"
+
+
+    def test_without_tether_the_import_error_says_so(self, geometry_build):
+        code = textwrap.dedent("""
+            import sys
+            sys.modules["tether"] = None          # as if tether were not installed
+            try:
+                import tether_geometry
+            except ImportError as e:
+                print(e)
+        """)
+        env = dict(os.environ, PYTHONPATH=str(geometry_build))
+        out = run([sys.executable, "-c", code], env=env, cwd=geometry_build).stdout
+        assert out.startswith("tether_geometry: this module binds tether types and needs the "
+                              "tether package"), out
+        assert "pip install tether" in out
+
+
+# A second copy of libtether_python, loaded as auditwheel would graft it: under new names
+# (same length, so the ELF string table can be patched in place), with its own libtether.
+SECOND_RUNTIME = textwrap.dedent("""
+    import ctypes, pathlib, sys
+    import importlib.util
+    src = pathlib.Path(importlib.util.find_spec("tether._core").origin).parent
+    dst = pathlib.Path(sys.argv[2])
+    def graft(name, renames):
+        data = (src / name).read_bytes()
+        for old, new in renames:
+            assert data.count(old) >= 1, (name, old)
+            data = data.replace(old, new)
+        (dst / renames[0][1].rstrip(b"\\0").decode()).write_bytes(data)
+    graft("libtether.so", [(b"libtether.so\\0", b"libtetheR.so\\0")])
+    graft("libtether_python.so", [(b"libtether_python.so\\0", b"libtether_pythoR.so\\0"),
+                                  (b"libtether.so\\0", b"libtetheR.so\\0")])
+    def init_copy():
+        lib = ctypes.PyDLL(str(dst / "libtether_pythoR.so"))
+        f = lib._ZN6tether2py10initializeEv
+        f.restype = ctypes.c_int
+        return f()
+    try:
+        if sys.argv[1] == "tether-first":
+            import tether
+            init_copy()
+        else:
+            assert init_copy() == 0
+            import tether
+    except ImportError as e:
+        print("ImportError:", e)
+    else:
+        print("not refused")
+""")
+
+
+class TestOneRuntime:
+    """A second copy of tether's runtime in the process is refused with an ImportError that
+    names both copies and the way to build correctly, whichever initializes first."""
+
+    @pytest.mark.parametrize("order", ["tether-first", "copy-first"])
+    def test_second_copy_is_refused(self, tmp_path, order):
+        proc = run([sys.executable, "-c", SECOND_RUNTIME, order, str(tmp_path)], cwd=tmp_path)
+        out = " ".join(proc.stdout.split())
+        assert out.startswith("ImportError: tether: a second copy of tether's runtime"), out
+        assert str(tmp_path / "libtether_pythoR.so") in out
+        assert "libtether_python.so" in out and "tether_add_module()" in out
+        assert "auditwheel repair" in out
+
+
 class TestNanobindPin:
-    """find_package(tether) stops with a message saying what to do if nanobind is not 3.1.0."""
+    """find_package(tether) stops with a message saying what to do if nanobind is not one
+    whose layout tether verified (3.0.1 .. 3.1.x, the internals of tether's build)."""
 
     def test_wrong_nanobind_version_fails_at_configure(self, tmp_path):
         cmake, args = cmake_or_skip()
@@ -74,7 +196,7 @@ class TestNanobindPin:
         assert proc.returncode != 0
         err = " ".join(proc.stderr.split())  # CMake wraps long messages
         assert "found nanobind 3.0.0" in err
-        assert "pip install nanobind==3.1.0" in err
+        assert f"pip install nanobind=={tether_nanobind_version()}" in err
 
 
 class TestAbiMismatch:

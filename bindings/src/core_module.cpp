@@ -2,6 +2,8 @@
 // bindings/src/core_module.cpp: tether._core: tether.Object, move(), stats(), header_size()
 #include <tether/nanobind.h>
 
+#include "runtime_api_export.h"
+
 namespace nb = nanobind;
 using namespace nb::literals;
 
@@ -30,6 +32,8 @@ void check_inst_layout(nb::module_ &m) {
 NB_MODULE(_core, m) {
     m.doc() = "tether's extension core: the object base type and the runtime entry points";
     if (tether::py::initialize() != 0)
+        throw nb::python_error();
+    if (tether::py::export_runtime_api(m.ptr()) != 0) // downstream modules bind to this
         throw nb::python_error();
 
     tether::class_<tether::Object>(

@@ -4,6 +4,7 @@
 #include "lifecycle.h"
 
 #include "compat.h"
+#include "runtime_guard.h" // one runtime per process (issue 11)
 
 #include <cstring>
 
@@ -195,6 +196,8 @@ PyObject *stats_dict() noexcept {
 int initialize() noexcept {
     if (g_initialized.load(std::memory_order_acquire))
         return 0;
+    if (claim_runtime() != 0) // issue 11: one runtime per process (runtime_guard.cpp)
+        return -1;
     if (!check_abi()) {
         PyErr_Format(PyExc_ImportError,
                      "tether: this module was built against tether ABI %u but the loaded "

@@ -9,7 +9,7 @@ import dataclasses
 import gc
 import pickle
 
-import tether_geometry as geo  # first, before tether: its RPATH must find libtether itself
+import tether_geometry as geo  # first, before tether: it imports tether._core itself
 
 import tether
 from tether import testing

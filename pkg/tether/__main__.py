@@ -1,29 +1,43 @@
 # SPDX-License-Identifier: Apache-2.0
-"""python -m tether: where the installed C++ headers and CMake package config are.
+"""python -m tether: where the installed C++ headers, libraries and CMake package config are.
 
     cmake -S . -B build -Dtether_DIR="$(python -m tether --cmake-dir)"
 
 ``--cmake-dir`` prints the directory of tether-config.cmake (for find_package(tether CONFIG)),
 ``--include-dir`` the directory to add to the include path (it holds ``tether/*.h``),
 ``--lib-dir`` the directory of libtether.so and libtether_python.so.
+
+All three live next to the extension module ``tether._core``, which is where they are looked
+for: in a regular install that is the package directory, but in an editable install
+(``pip install -e .``) the Python files stay in the checkout and the built files are installed
+elsewhere, so the package's own directory would be the wrong answer.
 """
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def build_dir() -> Path:
+    """The directory of tether's built files (tether._core, the libraries, include/, cmake/)."""
+    spec = importlib.util.find_spec("tether._core")
+    if spec is None or not spec.origin:
+        return PACKAGE_DIR
+    return Path(spec.origin).resolve().parent
+
+
 def cmake_dir() -> Path:
-    return PACKAGE_DIR / "cmake"
+    return build_dir() / "cmake"
 
 
 def include_dir() -> Path:
-    return PACKAGE_DIR / "include"
+    return build_dir() / "include"
 
 
 def lib_dir() -> Path:
-    return PACKAGE_DIR
+    return build_dir()
 
 
 def main(argv=None) -> int:
@@ -34,9 +48,12 @@ def main(argv=None) -> int:
     group.add_argument("--lib-dir", action="store_true", help="print the shared library directory")
     args = parser.parse_args(argv)
     path = cmake_dir() if args.cmake_dir else include_dir() if args.include_dir else lib_dir()
-    if not path.is_dir():
-        print(f"tether: {path} does not exist: run this from an installed tether "
-              "(pip install .), not from the source tree", file=sys.stderr)
+    expected = {"cmake": "tether-config.cmake", "include": "tether/python.h"}.get(path.name)
+    found = (path / expected).is_file() if expected else any(path.glob("libtether_python.*"))
+    if not found:
+        print(f"tether: {path} holds no {expected or 'libtether_python'}: run this with the "
+              "Python of an environment where tether is installed (pip install tether, or "
+              "pip install -e . from a checkout), not from the source tree", file=sys.stderr)
         return 1
     print(path)
     return 0
