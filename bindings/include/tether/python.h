@@ -130,8 +130,11 @@ TETHER_API int install_type(PyTypeObject *type, uint32_t type_index) noexcept;
 
 /// Python type registered for a type index, or nullptr.
 inline PyTypeObject *type_for(uint32_t type_index) noexcept {
-    auto *slot = detail::type_slot(type_index);
-    return slot ? static_cast<PyTypeObject *>(slot->load(std::memory_order_acquire)) : nullptr;
+    // HOT (every argument check): the table's address is asked for once, not per call.
+    static std::atomic<void *> *const table = detail::type_slot(0);
+    return type_index < detail::max_types
+               ? static_cast<PyTypeObject *>(table[type_index].load(std::memory_order_acquire))
+               : nullptr;
 }
 
 /// Set up the runtime once per process: hooks, the move-token type. Idempotent.
