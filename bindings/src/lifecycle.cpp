@@ -339,25 +339,31 @@ static void share(Object *obj, ObjectHeader *h) noexcept {
     count(Counter::shared, 1);
 }
 
-/// T5: SHARED is on and the count fell to the wrapper's own: the header lets the wrapper go.
+/// T5 under the header's lock: if SHARED is on and the count is down to the wrapper's own, turn
+/// it off and return the header's reference (the caller drops it, unlocked).
+static PyObject *unshare_locked(Object *obj, ObjectHeader *h) noexcept {
+    uintptr_t word = h->load();
+    uint32_t c = strong(obj).load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(c & SHARED) || (c & COUNT) >= 2)
+            return nullptr;
+        if (strong(obj).compare_exchange_weak(c, c & ~SHARED, std::memory_order_acq_rel,
+                                              std::memory_order_relaxed))
+            break;
+    }
+    TETHER_ASSERT(ObjectHeader::state_of(word) == WrapState::Bound,
+                  "I3: SHARED while the word names no live wrapper");
+    count(Counter::shared, -1);
+    return static_cast<PyObject *>(ObjectHeader::wrapper_of(word));
+}
+
+/// T5: the count fell to the wrapper's own while SHARED was on: the header lets the wrapper
+/// go. The caller keeps the object alive (it holds the wrapper, or a reference).
 static void unshare(Object *obj, ObjectHeader *h) noexcept {
-    PyObject *drop = nullptr;
+    PyObject *drop;
     {
         WordLock lock(h);
-        uintptr_t word = h->load();
-        uint32_t c = strong(obj).load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(c & SHARED) || (c & COUNT) >= 2)
-                break;
-            if (strong(obj).compare_exchange_weak(c, c & ~SHARED, std::memory_order_acq_rel,
-                                                  std::memory_order_relaxed)) {
-                TETHER_ASSERT(ObjectHeader::state_of(word) == WrapState::Bound,
-                              "I3: SHARED while the word names no live wrapper");
-                drop = static_cast<PyObject *>(ObjectHeader::wrapper_of(word));
-                count(Counter::shared, -1);
-                break;
-            }
-        }
+        drop = unshare_locked(obj, h);
     }
     Py_XDECREF(drop); // may be the wrapper's last reference: T6 runs inside
 }
@@ -376,20 +382,35 @@ static void orphan(Object *obj, ObjectHeader *h) noexcept {
     count(Counter::orphaned, 1);
 }
 
-/// The E1/E2 hook (runtime.h) and the slow half of settle_after_call(): T4, T5 or T8.
+/// Enter Python from whatever thread this is: false if the interpreter is gone (then T8).
+struct PythonEntry {
+    bool entered = false;
+    PyGILState_STATE gil{};
+    bool enter() noexcept {
+        if (compat::thread_can_run_python())
+            return true;
+        if (!Py_IsInitialized() || compat::is_finalizing())
+            return false;
+        gil = PyGILState_Ensure(); // a C++ thread: see docs/lifecycle.md, "Threads"
+        entered = true;
+        return true;
+    }
+    ~PythonEntry() {
+        if (entered)
+            PyGILState_Release(gil);
+    }
+};
+
+/// The E1 hook (runtime.h) and the slow half of settle_after_call(): T4, T5 or T8. The
+/// caller owns a reference (or holds the wrapper), so obj stays alive throughout.
 void settle(Object *obj) noexcept {
     ObjectHeader *h = obj->header();
     if (!h)
         return;
-    bool entered = false;
-    PyGILState_STATE gil{};
-    if (!compat::thread_can_run_python()) {
-        if (!Py_IsInitialized() || compat::is_finalizing()) {
-            orphan(obj, h);
-            return;
-        }
-        gil = PyGILState_Ensure(); // a C++ thread: see docs/lifecycle.md, "Threads"
-        entered = true;
+    PythonEntry python;
+    if (!python.enter()) {
+        orphan(obj, h);
+        return;
     }
     uint32_t c = strong(obj).load(std::memory_order_acquire);
     if (c & WRAPPED) {
@@ -399,8 +420,30 @@ void settle(Object *obj) noexcept {
         else if ((c & SHARED) && n <= 1)
             unshare(obj, h);
     }
-    if (entered)
-        PyGILState_Release(gil);
+}
+
+/// The E2 hook (runtime.h): drop the caller's reference, the last one besides the wrapper's,
+/// then T5. The reference is dropped only once Python may run and under the header's lock:
+/// until then it keeps the object alive, whatever other threads do.
+void release_shared(Object *obj) noexcept {
+    ObjectHeader *h = obj->header();
+    PythonEntry python;
+    if (!h || !python.enter()) {
+        if (h)
+            orphan(obj, h); // releases the wrapper's reference; ours keeps obj alive until...
+        obj->dec_ref();     // ...here (no bits left: a plain release, maybe T9)
+        return;
+    }
+    PyObject *drop;
+    uint32_t old;
+    {
+        WordLock lock(h);
+        old = strong(obj).fetch_sub(1, std::memory_order_acq_rel);
+        drop = unshare_locked(obj, h);
+    }
+    Py_XDECREF(drop); // may be the wrapper's last reference: T6 (and T9) run inside
+    if ((old & COUNT) == 1) // only possible if T7 or T6 took the bits meanwhile
+        detail::on_last_strong(obj);
 }
 
 // ---- T6 die: the wrapper's refcount reached zero ----------------------------------------------

@@ -10,6 +10,9 @@ namespace tether::py {
 /// type_slots.cpp: it is tp_new.
 PyObject *alloc_wrapper(PyTypeObject *type) noexcept;
 
+/// E2 hook (lifecycle.cpp): drop the caller's reference, the last besides the wrapper's.
+void release_shared(Object *obj) noexcept;
+
 /// T6 (lifecycle.cpp): the tp_dealloc of every bound tether type.
 void tether_dealloc(PyObject *self) noexcept;
 

@@ -211,6 +211,7 @@ int initialize() noexcept {
         return -1;
     PythonHooks hooks;
     hooks.settle = &settle;
+    hooks.release_shared = &release_shared;
     detail::set_python_hooks(hooks);
     g_initialized.store(true, std::memory_order_release);
     return 0;

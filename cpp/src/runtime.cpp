@@ -81,7 +81,7 @@ NOINLINE_COLD ThreadCounts *register_thread() noexcept {
 }
 
 /// Destroys the payload and drops the weak count the strong counts held together.
-void destroy(Object *obj) noexcept {
+__attribute__((always_inline)) inline void destroy(Object *obj) noexcept {
     void *block = ObjectAccess::block_of(obj); // before ~T: it reads the vtable
     // With no WeakRef left (weak == 1, the strong counts' own), none can appear any more:
     // free the block without another atomic read-modify-write.
@@ -125,16 +125,13 @@ bool defer(Object *obj) noexcept {
     return true;
 }
 
-void destroy_all(Object *first) noexcept {
-    Trashcan &t = t_trash;
-    t.draining = true;
-    destroy(first);
+/// Destroy what destructions queued while the outermost one ran (t.draining is set).
+NOINLINE_COLD void drain(Trashcan &t) noexcept {
     while (t.size > 0)
         destroy(t.items[--t.size]);
     std::free(t.items); // nothing stays allocated between destructions (no per-thread leak)
     t.items = nullptr;
     t.capacity = 0;
-    t.draining = false;
 }
 } // namespace
 
@@ -205,8 +202,13 @@ void on_share(Object *obj) noexcept {
 }
 
 void on_unshare(Object *obj) noexcept {
-    if (g_hooks.settle)
-        g_hooks.settle(obj);
+    if (g_hooks.release_shared) {
+        g_hooks.release_shared(obj);
+        return;
+    }
+    // No bindings loaded (the bits are only ever set by them): a plain release.
+    if (ObjectAccess::strong_word(obj).fetch_sub(1, std::memory_order_acq_rel) == 1)
+        on_last_strong(obj);
 }
 
 void on_last_strong(Object *obj) noexcept {
@@ -216,13 +218,17 @@ void on_last_strong(Object *obj) noexcept {
         return;
     TETHER_ASSERT(!obj->header() || obj->header()->load() == 0,
                   "T9: an object is destroyed while its header still names a wrapper");
-    if (t_trash.draining) {
-        if (defer(obj))
-            return;
-        destroy(obj); // out of memory for the queue: recurse rather than leak
+    Trashcan &t = t_trash;
+    if (t.draining) { // inside another destruction on this thread: wait its turn
+        if (!defer(obj))
+            destroy(obj); // out of memory for the queue: recurse rather than leak
         return;
     }
-    destroy_all(obj);
+    t.draining = true;
+    destroy(obj);
+    if (t.size > 0)
+        drain(t);
+    t.draining = false;
 }
 
 void on_last_weak(Object *obj) noexcept {

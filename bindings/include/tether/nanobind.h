@@ -149,37 +149,41 @@ template <typename T> struct type_caster<tether::Ref<T>> {
             tether::py::settle_after_call(quiet_src);
             quiet_src = nullptr;
         }
-        if (src.ptr() == Py_None) {
+        PyObject *o = src.ptr();
+        if (o == Py_None) {
             value.reset();
             return true;
         }
-        if (PyObject *target = tether::py::move_token_target(src.ptr())) {
-            PyTypeObject *tp = tether::py_type<T>();
-            if (!tp || !PyObject_TypeCheck(target, tp))
+        PyTypeObject *tp = tether::py_type<T>();
+        if (!tp)
+            return false;
+        if (Py_TYPE(o) == tp || PyType_IsSubtype(Py_TYPE(o), tp)) { // HOT: a wrapper
+            tether::Object *obj = tether::py::object_of(o);
+            if (!obj) {
+                move_src = o; // moved-from or uninitialized: take_move() raises precisely
+                return true;
+            }
+            T *p = static_cast<T *>(obj); // the Python type check proved the dynamic type
+            if (obj->header()) {
+                // A count without the E1 edge (header.h): the destructor settles once the
+                // call has shown whether C++ kept one.
+                tether::py::inc_ref_quiet(obj);
+                value = Value::adopt(p);
+                quiet_src = o;
+            } else {
+                value = Value(p);
+            }
+            return true;
+        }
+        if (PyObject *target = tether::py::move_token_target(o)) {
+            if (!PyObject_TypeCheck(target, tp))
                 return false;
             move_src = target;
             return true;
         }
-        make_caster<T> inner;
-        if (!inner.from_python(src, flags & ~(uint32_t) cast_flags::none_disallowed, cleanup))
-            return false;
-        if (inner.unusable) {
-            move_src = inner.unusable; // reported by take_move() with the precise error
-            return true;
-        }
-        if (inner.value) {
-            // A count without the E1 edge (header.h): the destructor settles once the call
-            // has shown whether C++ kept one.
-            tether::Object *obj = inner.value;
-            if (obj->header()) {
-                tether::py::inc_ref_quiet(obj);
-                value = Value::adopt(inner.value);
-                quiet_src = src.ptr();
-                return true;
-            }
-        }
-        value = Value(inner.value);
-        return true;
+        (void) flags;
+        (void) cleanup;
+        return false;
     }
 
     static handle from_cpp(const Value &v, rv_policy, cleanup_list *) noexcept {
@@ -419,12 +423,14 @@ public:
     /// `T(args...)` makes the object with make_object<T>(args...).
     template <typename... Args, typename... Extras>
     class_ &def(init<Args...>, const Extras &...extras) {
+        // The type this __init__ belongs to: install_type keeps it alive for the whole
+        // process, so holding its address is safe (unlike caching a subclass that passed).
+        PyTypeObject *bound = reinterpret_cast<PyTypeObject *>(this->ptr());
         Base::def(
             "__init__",
-            [](nb::handle self, Args... args) {
+            [bound](nb::handle self, Args... args) {
                 // HOT: every construction. An exact match is one compare; subclasses walk the MRO.
-                PyTypeObject *bound = py_type<T>();
-                if (Py_TYPE(self.ptr()) != bound && !PyObject_TypeCheck(self.ptr(), bound))
+                if (Py_TYPE(self.ptr()) != bound && !PyType_IsSubtype(Py_TYPE(self.ptr()), bound))
                     throw nb::type_error("__init__: self is not an instance of the bound type");
                 // The first reference is the wrapper's from the start (WRAPPED): bind_new
                 // then needs no atomic read-modify-write.

@@ -20,7 +20,8 @@ class Object;
 namespace detail {
 /// E1 (header.h): a count was taken while the wrapper held the only one.
 TETHER_API void on_share(Object *obj) noexcept;
-/// E2 (header.h): the count fell back to the wrapper's own while the header kept it.
+/// E2 (header.h): the caller's reference is the last one besides the wrapper's, which the
+/// header keeps. Drops the caller's reference.
 TETHER_API void on_unshare(Object *obj) noexcept;
 /// T9: the strong count reached zero (runtime.cpp).
 TETHER_API void on_last_strong(Object *obj) noexcept;
@@ -53,11 +54,18 @@ public:
             detail::on_share(const_cast<Object *>(this)); // E1
     }
     void dec_ref() const noexcept {
-        uint32_t old = m_strong.fetch_sub(1, std::memory_order_acq_rel);
-        if (old == 1)
+        uint32_t c = m_strong.load(std::memory_order_relaxed);
+        do {
+            if (c == (wrapped_bit | shared_bit | 2)) {
+                // E2: the hook drops this reference itself, once it may run Python. Dropping
+                // it first would let another thread free the object under the hook.
+                detail::on_unshare(const_cast<Object *>(this));
+                return;
+            }
+        } while (!m_strong.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel,
+                                                 std::memory_order_relaxed));
+        if (c == 1)
             detail::on_last_strong(const_cast<Object *>(this)); // T9
-        else if (old == (wrapped_bit | shared_bit | 2))
-            detail::on_unshare(const_cast<Object *>(this)); // E2
     }
     /// Take a strong count only if the object is still alive (for WeakRef::lock).
     bool try_inc_ref() const noexcept {

@@ -34,9 +34,12 @@ struct Stats {
 
 /// What the Python side installs. Every entry may be null (no interpreter: plain C++).
 struct PythonHooks {
-    /// E1 / E2 (header.h): make the SHARED bit match the count again (T4 share, T5
-    /// unshare, or T8 orphan once the interpreter is gone). Called from any thread.
+    /// E1 (header.h), the caller owns a reference: make the SHARED bit match the count
+    /// again (T4 share, or T8 orphan once the interpreter is gone). Any thread.
     void (*settle)(Object *obj) noexcept = nullptr;
+    /// E2 (header.h): drop the caller's reference, the last one besides the wrapper's (T5
+    /// unshare, or T8 orphan once the interpreter is gone). Any thread.
+    void (*release_shared)(Object *obj) noexcept = nullptr;
 };
 
 namespace detail {
