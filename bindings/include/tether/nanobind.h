@@ -216,17 +216,24 @@ template <typename... Args> struct init {};
 
 } // namespace tether
 
+#include <tether/weak_ref_caster.h>
 #include <tether/fields.h>
 
 namespace tether {
 
+template <typename T> struct is_init : std::false_type {};
+template <typename... Args> struct is_init<init<Args...>> : std::true_type {};
+
 /// nb::class_ for types derived from tether::Object. Adds the tether type slots (see
-/// bindings/src/type_slots.cpp), tether::init<> constructors and fast fields.
+/// bindings/src/type_slots.cpp), tether::init<> constructors and fast fields. Extra may
+/// name a base class and a trampoline (see tether/trampoline.h), as for nb::class_. Every
+/// method returns tether::class_&, so calls chain in any order.
 template <typename T, typename... Extra> class class_ : public nb::class_<T, Extra...> {
     static_assert(std::is_base_of_v<Object, T>, "tether::class_<T>: T must derive from tether::Object");
 
 public:
     using Base = nb::class_<T, Extra...>;
+    using Alias = typename Base::Alias; ///< the trampoline, or T
 
     template <typename... Args>
     class_(nb::handle scope, const char *name, const Args &...args)
@@ -234,11 +241,40 @@ public:
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
         if (py::install_type(tp, detail::type_index_of<T>()) != 0)
             throw nb::python_error();
+        if constexpr (!std::is_same_v<Alias, T>) {
+            // A trampoline object reaching Python without its wrapper (after tether.move)
+            // gets T's type, as nanobind does: the table owns one reference, as for T.
+            Py_INCREF(tp);
+            detail::type_slot(detail::type_index_of<Alias>())->store(tp, std::memory_order_release);
+        }
         nb::setattr(*this, "__tether_fields__", nb::tuple());
+        nb::setattr(*this, "__tether_readonly__", nb::tuple());
+        nb::setattr(*this, "__tether_init__", nb::tuple());
         nb::setattr(*this, "__annotations__", nb::dict());
     }
 
-    using Base::def;
+    /// Everything nb::class_ binds, returning tether::class_& (tether::init<> is below).
+    template <typename First, typename... Rest,
+              typename = std::enable_if_t<!is_init<std::decay_t<First>>::value>>
+    class_ &def(First &&first, Rest &&...rest) {
+        Base::def(std::forward<First>(first), std::forward<Rest>(rest)...);
+        return *this;
+    }
+#define TETHER_FORWARD(method)                                                                 \
+    template <typename... A> class_ &method(A &&...a) {                                        \
+        Base::method(std::forward<A>(a)...);                                                   \
+        return *this;                                                                          \
+    }
+    TETHER_FORWARD(def_static)
+    TETHER_FORWARD(def_rw)
+    TETHER_FORWARD(def_ro)
+    TETHER_FORWARD(def_rw_static)
+    TETHER_FORWARD(def_ro_static)
+    TETHER_FORWARD(def_prop_rw)
+    TETHER_FORWARD(def_prop_ro)
+    TETHER_FORWARD(def_prop_rw_static)
+    TETHER_FORWARD(def_prop_ro_static)
+#undef TETHER_FORWARD
 
     /// `T(args...)` makes the object with make_object<T>(args...).
     template <typename... Args, typename... Extras>
@@ -254,11 +290,12 @@ public:
                         throw nb::type_error("__init__: self is not an instance of the bound type");
                     checked.store(self_type, std::memory_order_relaxed);
                 }
-                Ref<T> obj = make_object<T>(std::forward<Args>(args)...);
+                Ref<T> obj = make_for(self.ptr(), std::forward<Args>(args)...);
                 if (!py::bind_new(self.ptr(), obj.release()))
                     throw nb::python_error();
             },
             extras...);
+        record_init(sizeof...(Args), extras...);
         return *this;
     }
 
@@ -275,6 +312,47 @@ public:
     }
 
 private:
+    /// A T for the bound class itself, the trampoline (Alias) for a Python subclass, as
+    /// nanobind does: only Python subclasses pay for override lookups.
+    template <typename... Args> static Ref<T> make_for(PyObject *self, Args &&...args) {
+        if constexpr (std::is_same_v<T, Alias>) {
+            static_assert(!std::is_abstract_v<T>,
+                          "tether::init<> on an abstract class needs a trampoline: "
+                          "tether::class_<T, Base, Trampoline> (see tether/trampoline.h)");
+            return make_object<T>(std::forward<Args>(args)...);
+        } else {
+            if constexpr (!std::is_abstract_v<T>)
+                if (Py_TYPE(self) == py_type<T>())
+                    return make_object<T>(std::forward<Args>(args)...);
+            return make_object<Alias>(std::forward<Args>(args)...);
+        }
+    }
+
+    /// Appends one overload to T.__tether_init__: a tuple with, per parameter, `(name,)` or
+    /// `(name, default)` (name None when nb::arg was not given). Pickle and dataclasses
+    /// read it (pkg/tether/_fields.py): no signature text is parsed.
+    template <typename... Extras> void record_init(size_t arity, const Extras &...extras) {
+        nb::list params;
+        (add_param(params, extras), ...);
+        if (params.size() != arity) { // unnamed parameters
+            params = nb::list();
+            for (size_t i = 0; i < arity; ++i)
+                params.append(nb::make_tuple(nb::none()));
+        }
+        nb::list overloads;
+        for (nb::handle h : nb::borrow<nb::tuple>(nb::getattr(*this, "__tether_init__")))
+            overloads.append(h);
+        overloads.append(nb::tuple(params));
+        nb::setattr(*this, "__tether_init__", nb::tuple(overloads));
+    }
+    template <uint32_t F, bool L> static void add_param(nb::list &out, const nb::arg_t<F, L> &a) {
+        out.append(nb::make_tuple(a.name_ ? nb::object(nb::str(a.name_)) : nb::none()));
+    }
+    template <uint32_t F, bool L> static void add_param(nb::list &out, const nb::arg_v_t<F, L> &a) {
+        out.append(nb::make_tuple(a.name_ ? nb::object(nb::str(a.name_)) : nb::none(), a.value));
+    }
+    template <typename X> static void add_param(nb::list &, const X &) {} // docstrings, policies
+
     template <typename M>
     class_ &add_field(const char *name, M T::*member, const char *doc, bool writable) {
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
@@ -296,8 +374,17 @@ private:
         names.append(nb::str(name));
         nb::setattr(*this, "__tether_fields__", nb::tuple(names));
         nb::getattr(*this, "__annotations__")[name] = annotation;
+        if (!writable) {
+            nb::list ro;
+            for (nb::handle h : nb::borrow<nb::tuple>(nb::getattr(*this, "__tether_readonly__")))
+                ro.append(h);
+            ro.append(nb::str(name));
+            nb::setattr(*this, "__tether_readonly__", nb::tuple(ro));
+        }
         return *this;
     }
 };
 
 } // namespace tether
+
+#include <tether/trampoline.h>
