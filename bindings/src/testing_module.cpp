@@ -64,6 +64,7 @@ struct Untied : Object {
 // ---- Binding real C++ types: every field kind, weak links, overrides (tests/test_fields.py,
 // tests/test_trampoline.py) ---------------------------------------------------------------
 
+// [doc-node-struct]
 enum class Color { red, green, blue };
 
 /// A plain value struct bound with nb::class_ (not a tether type): fields of this type are
@@ -93,6 +94,7 @@ struct PyNode : Node {
     std::string greet(const std::string &who) const override { TETHER_OVERRIDE(greet, who); }
     int64_t weight_count() const override { TETHER_OVERRIDE(weight_count); }
 };
+// [doc-node-struct-end]
 
 /// Abstract: area() must come from a Python subclass.
 struct Shape : Object {
@@ -171,6 +173,7 @@ static void bind_real_types(nb::module_ &m) {
     } else
         bind_value_types(m);
 
+    // [doc-node-binding]
     tether::class_<Node, Object, PyNode>(
         m, "Node", "A field of every kind, a weak parent link and virtuals Python may override.")
         .def(tether::init<std::string, std::vector<double>, Color>(), "name"_a = "",
@@ -187,12 +190,14 @@ static void bind_real_types(nb::module_ &m) {
         .def_field("children", &Node::children, "std::vector<Ref<Node>>.")
         .def_static("kinds", [] { return 8; }, "How many field kinds Node shows.")
         .def_prop_ro("child_count", [](const Node &n) { return n.children.size(); });
+    // [doc-node-binding-end]
 
     tether::class_<Shape, Object, PyShape>(m, "Shape", "Abstract: area() is pure virtual.")
         .def(tether::init<>())
         .def("area", &Shape::area)
         .def("kind", &Shape::kind);
 
+    // [doc-node-calls]
     m.def("call_greet", [](const Node &n, const std::string &who) { return n.greet(who); },
           "node"_a, "who"_a, "node.greet(who), called from C++ through the vtable.");
     m.def("call_weight_count", [](const Node &n) { return n.weight_count(); }, "node"_a);
@@ -202,6 +207,7 @@ static void bind_real_types(nb::module_ &m) {
           },
           "node"_a, "who"_a, "times"_a = 1,
           "node.greet(who) on a std::thread without the GIL (the trampoline takes it).");
+    // [doc-node-calls-end]
     m.def("call_area", [](const Shape &s) { return s.area(); }, "shape"_a);
     m.def("call_kind", [](const Shape &s) { return s.kind(); }, "shape"_a);
     m.def("call_area_in_thread",
