@@ -225,6 +225,27 @@ class TestPickle:
         assert t.call_greet(m, "you") == "g/mine -> you"
 
 
+class TestOverrideSurvivesCopies:
+    """The virtual overridden in Python, through pickle, deepcopy and dataclasses."""
+
+    def test_deepcopy(self):
+        g = Greeter("g", [1.0])
+        g.tag = "deep"
+        d = copy.deepcopy(g)
+        assert type(d) is Greeter and d is not g and d.tag == "deep"
+        assert t.call_greet(d, "x") == "g/deep -> x"
+
+    def test_dataclasses(self):
+        g = Greeter("g", [1.0])
+        g.tag = "dc"
+        assert [f.name for f in dataclasses.fields(g)][:2] == ["name", "weights"]
+        r = dataclasses.replace(g, weights=[5.0])
+        assert type(r) is Greeter and r.weights == [5.0]
+        r.tag = "new"
+        assert t.call_greet(r, "y") == "g/new -> y"
+        assert dataclasses.asdict(g)["weights"] == [1.0]
+
+
 class Greeter(t.Node):
     def greet(self, who):
         return "%s/%s -> %s" % (self.name, self.tag, who)

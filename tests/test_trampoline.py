@@ -106,6 +106,24 @@ class TestHeldOnlyByCpp:
         collect()
         assert t.call_greet(get(), "c++") == "kept bows to c++ (patient)"
 
+    def test_cpp_alone_calls_the_override(self):
+        """The object is reached by C++ only (a child in root.children), never handed to
+        Python on the way: the override still runs with its __dict__, in a std::thread too."""
+        root = t.Node("root")
+        p = Polite("kid")
+        p.mood = "sleepy"
+        ident = id(p)
+        root.children = [p, t.Node("plain")]
+        del p
+        collect()
+        junk = [t.Node() for _ in range(64)]
+        want = ["kid bows to dad (sleepy)", "plain greets dad"]
+        assert t.greet_children(root, "dad") == want
+        assert t.greet_children(root, "dad", in_thread=True) == want
+        kid = root.children[0]
+        assert id(kid) == ident and kid.calls == 2
+        del junk
+
     def test_from_a_std_thread(self):
         p = Polite("far")
         p.mood = "calm"

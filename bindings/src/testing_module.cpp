@@ -208,6 +208,21 @@ static void bind_real_types(nb::module_ &m) {
           "node"_a, "who"_a, "times"_a = 1,
           "node.greet(who) on a std::thread without the GIL (the trampoline takes it).");
     // [doc-node-calls-end]
+    m.def("greet_children",
+          [](const Node &root, const std::string &who, bool in_thread) {
+              auto greet_all = [&] {
+                  std::vector<std::string> out;
+                  for (const Ref<Node> &c : root.children)
+                      out.push_back(c->greet(who));
+                  return out;
+              };
+              if (!in_thread)
+                  return greet_all();
+              return run_in_thread<std::vector<std::string>>(1, greet_all)[0];
+          },
+          "root"_a, "who"_a, "in_thread"_a = false,
+          "greet(who) of each of root's children, called by C++ (on a std::thread without the "
+          "GIL if in_thread): the children never pass through Python on the way.");
     m.def("call_area", [](const Shape &s) { return s.area(); }, "shape"_a);
     m.def("call_kind", [](const Shape &s) { return s.kind(); }, "shape"_a);
     m.def("call_area_in_thread",

@@ -37,7 +37,7 @@ namespace tether::detail {
 class Override {
 public:
     Override(const Object *obj, PyTypeObject *base, const char *name, bool pure) {
-        if (!Py_IsInitialized() || base == nullptr) { // no interpreter: the C++ method only
+        if (!python_usable() || base == nullptr) { // no interpreter: the C++ method only
             if (pure)
                 throw std::runtime_error(std::string("tether: pure virtual ") + name +
                                          "() called without a Python interpreter");
@@ -81,6 +81,16 @@ public:
     }
 
 private:
+    /// False before Py_Initialize, during and after finalization (taking the GIL then could
+    /// hang or end the calling thread).
+    static bool python_usable() noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+        return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+        return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+    }
+
     /// True if the Python class of m_self defines `name` itself (not the bound C++ method).
     /// The raw class attribute is looked up without binding, as nanobind does.
     bool resolve(PyTypeObject *base, const char *name) {
