@@ -99,10 +99,10 @@ private:
         PyObject *bound = _PyType_Lookup(base, key.ptr());
         if (!found || found == bound || is_nanobind_function(found))
             return false;
-        // super().name() inside the override re-enters through the vtable: run C++ then.
-        for (Frame *f = current(); f; f = f->prev)
-            if (f->self == m_self && f->func == found)
-                return false;
+        // super().name() inside the override re-enters through the vtable, with this very
+        // dispatch on top of the thread's stack: run the C++ method then (as nanobind does).
+        if (Frame *top = current(); top && top->self == m_self && top->func == found)
+            return false;
         m_func = found;
         Py_INCREF(m_func);
         m_frame = Frame{m_self, m_func, current()};
