@@ -48,7 +48,7 @@ def test_python_blocks_run(page):
 
 def test_guide_runs_the_example_type():
     blocks = python_blocks(DOCS / "guide.md")
-    assert len(blocks) >= 8 and any("call_greet_in_thread" in b for b in blocks)
+    assert len(blocks) >= 8 and any("in_thread=True" in b for b in blocks)
 
 
 def test_included_sources_have_their_markers():

@@ -207,7 +207,6 @@ static void bind_real_types(nb::module_ &m) {
           },
           "node"_a, "who"_a, "times"_a = 1,
           "node.greet(who) on a std::thread without the GIL (the trampoline takes it).");
-    // [doc-node-calls-end]
     m.def("greet_children",
           [](const Node &root, const std::string &who, bool in_thread) {
               auto greet_all = [&] {
@@ -223,6 +222,7 @@ static void bind_real_types(nb::module_ &m) {
           "root"_a, "who"_a, "in_thread"_a = false,
           "greet(who) of each of root's children, called by C++ (on a std::thread without the "
           "GIL if in_thread): the children never pass through Python on the way.");
+    // [doc-node-calls-end]
     m.def("call_area", [](const Shape &s) { return s.area(); }, "shape"_a);
     m.def("call_kind", [](const Shape &s) { return s.kind(); }, "shape"_a);
     m.def("call_area_in_thread",
@@ -234,16 +234,11 @@ static void bind_real_types(nb::module_ &m) {
           "WeakRef<Node> as a result: the parent, or None once it died.");
     m.def("weak_is_set", [](tether::WeakRef<Node> w) { return !w.expired(); }, "node"_a.none(),
           "WeakRef<Node> as an argument: True if it links a live node.");
-    m.def("keep_weak",
-          [](tether::WeakRef<Node> w) {
-              static tether::WeakRef<Node> kept;
-              kept = w;
-              return nb::cpp_function([] { return kept; });
-          },
-          "node"_a.none(), "Keep only a weak link to node in C++; returns a function reading it.");
-    m.def("hold_node",
-          [](Ref<Node> n) { return nb::cpp_function([n]() -> Node * { return n.get(); }); },
-          "node"_a, "Hold node in C++ (a Ref in a closure); returns a function giving it back.");
+    // A WeakRef kept in C++ (a static; keep_weak(None) empties it).
+    static WeakRef<Node> *kept_weak = new WeakRef<Node>(); // never destroyed: outlives Python
+    m.def("keep_weak", [](WeakRef<Node> w) { *kept_weak = std::move(w); }, "node"_a.none(),
+          "Keep only a weak link to node in C++ (read it back with kept_weak()).");
+    m.def("kept_weak", [] { return *kept_weak; }, "The node keep_weak() links, or None.");
 }
 
 NB_MODULE(testing, m) {
