@@ -42,6 +42,9 @@ enum class Kind { ref, weak_ref, arithmetic, bound_value, converted };
 
 /// How a field of type M is read and written (see the table at the top of this file).
 template <typename M> constexpr Kind kind_of() {
+    static_assert(!std::is_base_of_v<Object, M>,
+                  "def_field: a tether::Object held by value inside another object has no header "
+                  "and cannot reach Python; hold it with tether::Ref<T> (made by make_object)");
     if constexpr (is_ref<M>::value)
         return Kind::ref;
     else if constexpr (is_weak_ref<M>::value)
