@@ -41,7 +41,8 @@ class TestInstalledFiles:
         assert (cmake_dir / "tether-config-version.cmake").is_file()
         include = Path(run([sys.executable, "-m", "tether", "--include-dir"]).stdout.strip())
         for header in ("tether.h", "header.h", "object.h", "ref.h", "alloc.h", "runtime.h",
-                       "python.h", "nanobind.h"):
+                       "python.h", "nanobind.h", "fields.h", "weak_ref_caster.h",
+                       "trampoline.h"):
             assert (include / "tether" / header).is_file(), header
         lib = Path(run([sys.executable, "-m", "tether", "--lib-dir"]).stdout.strip())
         assert any(lib.glob("libtether.*")) and any(lib.glob("libtether_python.*"))

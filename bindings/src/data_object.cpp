@@ -314,7 +314,7 @@ void data_init(nb::handle self) {
         throw nb::python_error();
 }
 
-/// A tether type whose constructor needs an argument: pickle must refuse it.
+/// A tether type whose constructor needs an argument that is no field: pickle must refuse it.
 struct NoDefault : Object {
     int64_t value;
     explicit NoDefault(int64_t v) : value(v) {}
@@ -330,11 +330,16 @@ NB_MODULE(_data, m) {
         m, "DataObject",
         "Base of every @tether.dataclass type: one C++ object holding one value per field.")
         .def("__init__", &data_init,
-             "Make the C++ object (with the slots type(self) declares) and tie it to self.");
+             "Make the C++ object (with the slots type(self) declares) and tie it to self.")
+        // What tether::init would record for a no-argument constructor (see nanobind.h):
+        // pickle rebuilds a DataObject with no arguments, then sets its fields.
+        .attr("__tether_init__") = nb::make_tuple(nb::tuple());
 
     tether::class_<NoDefault, Object>(
-        m, "_NoDefault", "A tether type with no default constructor (tests pickle's refusal).")
-        .def(tether::init<int64_t>(), "value"_a)
+        m, "_NoDefault",
+        "A tether type whose constructor needs an argument no field gives (tests pickle's "
+        "refusal).")
+        .def(tether::init<int64_t>(), "seed"_a)
         .def_field("value", &NoDefault::value, "The int payload.");
 
     m.def("slot", &make_slot, "cls"_a, "name"_a, "index"_a, "kind"_a, "nullable"_a,

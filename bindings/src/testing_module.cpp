@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // bindings/src/testing_module.cpp: tether.testing, the types the test suite (and bug reports) use
 #include <tether/nanobind.h>
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/tuple.h>
 
+#include <exception>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -11,6 +15,7 @@ using namespace nb::literals;
 using tether::make_object;
 using tether::Object;
 using tether::Ref;
+using tether::WeakRef;
 
 namespace tt {
 
@@ -56,9 +61,187 @@ struct Untied : Object {
     explicit Untied(int64_t v = 0) : value(v) {}
 };
 
+// ---- Binding real C++ types: every field kind, weak links, overrides (tests/test_fields.py,
+// tests/test_trampoline.py) ---------------------------------------------------------------
+
+// [doc-node-struct]
+enum class Color { red, green, blue };
+
+/// A plain value struct bound with nb::class_ (not a tether type): fields of this type are
+/// returned by reference.
+struct Transform {
+    double x = 0, y = 0, scale = 1;
+};
+
+/// One type with a field of each kind, a weak parent link and a virtual function.
+struct Node : Object {
+    std::string name;
+    std::vector<double> weights;
+    std::optional<Ref<Inner>> extra;
+    std::map<std::string, int64_t> counts;
+    Color color = Color::red;
+    Transform transform;
+    WeakRef<Node> parent;
+    std::vector<Ref<Node>> children;
+
+    Node(std::string n, std::vector<double> w, Color c)
+        : name(std::move(n)), weights(std::move(w)), color(c) {}
+    virtual std::string greet(const std::string &who) const { return name + " greets " + who; }
+    virtual int64_t weight_count() const { return (int64_t) weights.size(); }
+};
+struct PyNode : Node {
+    TETHER_TRAMPOLINE(Node);
+    std::string greet(const std::string &who) const override { TETHER_OVERRIDE(greet, who); }
+    int64_t weight_count() const override { TETHER_OVERRIDE(weight_count); }
+};
+// [doc-node-struct-end]
+
+/// Abstract: area() must come from a Python subclass.
+struct Shape : Object {
+    virtual ~Shape() = default;
+    virtual double area() const = 0;
+    virtual std::string kind() const { return "shape"; }
+};
+struct PyShape : Shape {
+    TETHER_TRAMPOLINE(Shape);
+    double area() const override { TETHER_OVERRIDE_PURE(area); }
+    std::string kind() const override { TETHER_OVERRIDE(kind); }
+};
+
+/// Runs fn on a std::thread that does not hold the GIL, `times` times; returns the results
+/// (exceptions are rethrown on the calling thread).
+template <typename R, typename F> std::vector<R> run_in_thread(int64_t times, F fn) {
+    std::vector<R> out;
+    std::exception_ptr error;
+    {
+        nb::gil_scoped_release no_gil;
+        std::thread t([&] {
+            try {
+                for (int64_t i = 0; i < times; ++i)
+                    out.push_back(fn());
+            } catch (...) {
+                error = std::current_exception();
+            }
+        });
+        t.join();
+    }
+    if (error)
+        std::rethrow_exception(error);
+    return out;
+}
+
 } // namespace tt
 
 void bind_lifetime_types(nb::module_ &m); // testing_lifetime.cpp
+
+static void bind_value_types(nb::module_ &m) {
+    using namespace tt;
+    nb::enum_<Color>(m, "Color", "An enum field's type.")
+        .value("red", Color::red)
+        .value("green", Color::green)
+        .value("blue", Color::blue);
+
+    nb::class_<Transform>(m, "Transform", "A nanobind-bound value struct (not a tether type).")
+        .def(nb::init<double, double, double>(), "x"_a = 0.0, "y"_a = 0.0, "scale"_a = 1.0)
+        .def_rw("x", &Transform::x)
+        .def_rw("y", &Transform::y)
+        .def_rw("scale", &Transform::scale)
+        .def("__eq__",
+             [](const Transform &a, nb::handle b) {
+                 if (!nb::isinstance<Transform>(b))
+                     return false;
+                 const Transform &o = nb::cast<const Transform &>(b);
+                 return a.x == o.x && a.y == o.y && a.scale == o.scale;
+             })
+        .def("__repr__",
+             [](const Transform &t) {
+                 return "Transform(x=" + nb::cast<std::string>(nb::repr(nb::float_(t.x))) +
+                        ", y=" + nb::cast<std::string>(nb::repr(nb::float_(t.y))) +
+                        ", scale=" + nb::cast<std::string>(nb::repr(nb::float_(t.scale))) + ")";
+             })
+        .def("__getstate__", [](const Transform &t) { return nb::make_tuple(t.x, t.y, t.scale); })
+        .def("__setstate__", [](Transform &t, std::tuple<double, double, double> s) {
+            new (&t) Transform{std::get<0>(s), std::get<1>(s), std::get<2>(s)};
+        });
+}
+
+static void bind_real_types(nb::module_ &m) {
+    using namespace tt;
+    // Loaded a second time (tests/test_misuse.py): nanobind refuses to add enum values twice,
+    // so the plain nanobind types of the first load are reused as they are.
+    if (nb::handle color = nb::type<Color>(); color.is_valid()) {
+        m.attr("Color") = color;
+        m.attr("Transform") = nb::type<Transform>();
+    } else
+        bind_value_types(m);
+
+    // [doc-node-binding]
+    tether::class_<Node, Object, PyNode>(
+        m, "Node", "A field of every kind, a weak parent link and virtuals Python may override.")
+        .def(tether::init<std::string, std::vector<double>, Color>(), "name"_a = "",
+             "weights"_a = std::vector<double>{}, "color"_a = Color::red)
+        .def("greet", &Node::greet, "who"_a, "The virtual: '<name> greets <who>' in C++.")
+        .def_field_ro("name", &Node::name, "Read-only: set by the constructor.")
+        .def_field("weights", &Node::weights, "std::vector<double>.")
+        .def("weight_count", &Node::weight_count) // chaining in any order
+        .def_field("extra", &Node::extra, "std::optional<Ref<Inner>>.")
+        .def_field("counts", &Node::counts, "std::map<std::string, int64_t>.")
+        .def_field("color", &Node::color, "An enum.")
+        .def_field("transform", &Node::transform, "A bound value struct, returned by reference.")
+        .def_field("parent", &Node::parent, "WeakRef<Node>: a weak link (no cycle through C++).")
+        .def_field("children", &Node::children, "std::vector<Ref<Node>>.")
+        .def_static("kinds", [] { return 8; }, "How many field kinds Node shows.")
+        .def_prop_ro("child_count", [](const Node &n) { return n.children.size(); });
+    // [doc-node-binding-end]
+
+    tether::class_<Shape, Object, PyShape>(m, "Shape", "Abstract: area() is pure virtual.")
+        .def(tether::init<>())
+        .def("area", &Shape::area)
+        .def("kind", &Shape::kind);
+
+    // [doc-node-calls]
+    m.def("call_greet", [](const Node &n, const std::string &who) { return n.greet(who); },
+          "node"_a, "who"_a, "node.greet(who), called from C++ through the vtable.");
+    m.def("call_weight_count", [](const Node &n) { return n.weight_count(); }, "node"_a);
+    m.def("call_greet_in_thread",
+          [](Ref<Node> n, const std::string &who, int64_t times) {
+              return run_in_thread<std::string>(times, [&] { return n->greet(who); });
+          },
+          "node"_a, "who"_a, "times"_a = 1,
+          "node.greet(who) on a std::thread without the GIL (the trampoline takes it).");
+    m.def("greet_children",
+          [](const Node &root, const std::string &who, bool in_thread) {
+              auto greet_all = [&] {
+                  std::vector<std::string> out;
+                  for (const Ref<Node> &c : root.children)
+                      out.push_back(c->greet(who));
+                  return out;
+              };
+              if (!in_thread)
+                  return greet_all();
+              return run_in_thread<std::vector<std::string>>(1, greet_all)[0];
+          },
+          "root"_a, "who"_a, "in_thread"_a = false,
+          "greet(who) of each of root's children, called by C++ (on a std::thread without the "
+          "GIL if in_thread): the children never pass through Python on the way.");
+    // [doc-node-calls-end]
+    m.def("call_area", [](const Shape &s) { return s.area(); }, "shape"_a);
+    m.def("call_kind", [](const Shape &s) { return s.kind(); }, "shape"_a);
+    m.def("call_area_in_thread",
+          [](Ref<Shape> s, int64_t times) {
+              return run_in_thread<double>(times, [&] { return s->area(); });
+          },
+          "shape"_a, "times"_a = 1);
+    m.def("parent_of", [](const Node &n) { return n.parent; }, "node"_a,
+          "WeakRef<Node> as a result: the parent, or None once it died.");
+    m.def("weak_is_set", [](tether::WeakRef<Node> w) { return !w.expired(); }, "node"_a.none(),
+          "WeakRef<Node> as an argument: True if it links a live node.");
+    // A WeakRef kept in C++ (a static; keep_weak(None) empties it).
+    static WeakRef<Node> *kept_weak = new WeakRef<Node>(); // never destroyed: outlives Python
+    m.def("keep_weak", [](WeakRef<Node> w) { *kept_weak = std::move(w); }, "node"_a.none(),
+          "Keep only a weak link to node in C++ (read it back with kept_weak()).");
+    m.def("kept_weak", [] { return *kept_weak; }, "The node keep_weak() links, or None.");
+}
 
 NB_MODULE(testing, m) {
     using namespace tt;
@@ -157,4 +340,6 @@ NB_MODULE(testing, m) {
               t.join();
           },
           "n"_a, "Create and drop n objects on a C++ thread without the GIL.");
+
+    bind_real_types(m);
 }

@@ -7,7 +7,9 @@ Run after building the module (see CMakeLists.txt or pyproject.toml):
 import copy
 import dataclasses
 import gc
+import math
 import pickle
+import weakref
 
 import tether_geometry as geo  # first, before tether: it imports tether._core itself
 
@@ -107,3 +109,47 @@ class TestOneProcessWideState:
         assert tether.stats()["live"] == live + 1
         del p
         assert tether.stats()["live"] == live
+
+
+class Circle(geo.Shape):
+    """A Python subclass overriding the C++ virtual Shape.area()."""
+
+    def __init__(self, r):
+        super().__init__()
+        self.r = r
+
+    def area(self):
+        return math.pi * self.r ** 2
+
+
+class TestSceneGraph:
+    """Weak parent links and a Python override called from C++."""
+
+    def test_override_reached_from_cpp(self):
+        root = geo.Shape()
+        c = Circle(1.0)
+        c.parent = root
+        root.children = [c, Circle(2.0)]
+        del c
+        gc.collect()
+        assert math.isclose(root.total_area(), 5 * math.pi)  # C++ sums through the vtable
+        assert root.children[0].parent is root and root.children[0].r == 1.0
+
+    def test_weak_parent_does_not_keep_root_alive(self):
+        root = geo.Shape()
+        child = Circle(1.0)
+        child.parent = root
+        root.children = [child]
+        gone = weakref.ref(root)
+        del root
+        gc.collect()
+        assert gone() is None and child.parent is None
+
+    def test_pickle_keeps_the_weak_link(self):
+        root = geo.Shape()
+        child = Circle(3.0)
+        child.parent = root
+        root.children = [child]
+        r2 = pickle.loads(pickle.dumps(root))
+        assert r2.children[0].parent is r2 and type(r2.children[0]) is Circle
+        assert math.isclose(r2.total_area(), 9 * math.pi)

@@ -5,7 +5,7 @@
 ``__dataclass_params__``. Looked up on a bound type (or a Python subclass of one) that
 declares fields, they build, once per class, what ``@dataclasses.dataclass`` would have
 stored: one ``dataclasses.Field`` per declared field (its type from ``__annotations__``, its
-default and ``init`` flag from the C++ ``__init__`` signature). So ``dataclasses.fields``,
+default and ``init`` flag from the parameters ``tether::init`` recorded). So ``dataclasses.fields``,
 ``asdict``, ``astuple``, ``replace`` and ``is_dataclass`` work on them. A class that declares no
 field (``tether.Object`` itself) is not a dataclass: the attributes raise AttributeError.
 

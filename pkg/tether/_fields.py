@@ -6,7 +6,6 @@ descriptor, and its own ``__tether_fields__`` (names, in declaration order) and
 ``__annotations__`` (types) record it. ``@tether.dataclass`` types record theirs the same way.
 Nothing here knows any particular type.
 """
-import ast
 import weakref
 
 from ._core import Object
@@ -68,16 +67,30 @@ def slot_names(cls):
     return names
 
 
-class Layout:
-    """What pickle, copy and repr need to know about one class, computed once per class."""
+def readonly_names(cls):
+    """Declared fields of ``cls`` that have no setter (``def_field_ro``)."""
+    names = set()
+    for klass in cls.__mro__:
+        names.update(klass.__dict__.get("__tether_readonly__", ()))
+    return names
 
-    __slots__ = ("fields", "slots", "bound", "constructible")
+
+class Layout:
+    """What pickle, copy and repr need to know about one class, computed once per class.
+
+    ``init`` is the constructor overload rebuilding uses (a list of Param, see
+    ``rebuild_params``), or None when no overload can be called from the fields.
+    """
+
+    __slots__ = ("fields", "slots", "bound", "readonly", "init", "constructible")
 
     def __init__(self, cls):
         self.fields = field_names(cls)
         self.slots = tuple(slot_names(cls))
         self.bound = bound_base(cls)
-        self.constructible = self.bound is not None and default_constructible(self.bound)
+        self.readonly = frozenset(readonly_names(cls))
+        self.init = rebuild_params(self.bound, self.fields) if self.bound is not None else None
+        self.constructible = self.init is not None
 
 
 def layout(cls):
@@ -96,7 +109,7 @@ def forget(cls):
 
 
 class Param:
-    """One parameter of a bound ``__init__``, read from its nanobind signature."""
+    """One parameter of a bound ``__init__``, as ``tether::init`` recorded it."""
 
     __slots__ = ("name", "has_default", "default")
 
@@ -105,80 +118,36 @@ class Param:
 
 
 _NO_VALUE = object()
-
-
-def _split_top_level(text):
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _parse_default(text, defaults):
-    if text.startswith("\\") and text[1:].isdigit():
-        index = int(text[1:])
-        if defaults is not None and index < len(defaults):
-            return defaults[index]
-        return _NO_VALUE
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return _NO_VALUE
-
-
-def _parse_signature(sig, defaults):
-    """Params of one nanobind overload ``def __init__(self, a: T = \\0, ...) -> None``."""
-    open_at = sig.find("(")
-    depth, close_at = 0, -1
-    for i in range(open_at, len(sig)):
-        depth += sig[i] in "([{"
-        depth -= sig[i] in ")]}"
-        if depth == 0:
-            close_at = i
-            break
-    if open_at < 0 or close_at < 0:
-        return None
-    params = []
-    for part in _split_top_level(sig[open_at + 1:close_at])[1:]:  # [0] is self
-        if part in ("*", "/"):
-            continue
-        if part.startswith("*"):
-            params.append(Param(part, True, _NO_VALUE))  # *args / **kwargs need nothing
-            continue
-        head, eq, tail = part.partition("=")
-        name = head.split(":", 1)[0].strip()
-        if eq:
-            params.append(Param(name, True, _parse_default(tail.strip(), defaults)))
-        else:
-            params.append(Param(name, False, _NO_VALUE))
-    return params
-
-
 _init_cache = weakref.WeakKeyDictionary()
 
 
 def init_overloads(bound):
-    """The overloads of a bound type's C++ ``__init__``: a list of Param lists."""
+    """The overloads of a bound type's C++ ``__init__``: a list of Param lists.
+
+    ``tether::init`` records them in the type's own ``__tether_init__`` (one tuple per
+    overload, ``(name,)`` or ``(name, default)`` per parameter, name None when the binding
+    gave no ``nb::arg``); a type whose ``__init__`` was bound otherwise records none.
+    """
     try:
         return _init_cache[bound]
     except KeyError:
         pass
     overloads = []
-    init = bound.__dict__.get("__init__")
-    for entry in getattr(init, "__nb_signature__", ()):
-        sig, defaults = entry[0], entry[2] if len(entry) > 2 else None
-        params = _parse_signature(sig, defaults)
-        if params is not None:
-            overloads.append(params)
+    for entry in bound.__dict__.get("__tether_init__", ()):
+        overloads.append([Param(p[0], len(p) > 1, p[1] if len(p) > 1 else _NO_VALUE)
+                          for p in entry])
     _init_cache[bound] = overloads
     return overloads
+
+
+def rebuild_params(bound, fields):
+    """The first overload whose every parameter is a field of the same name or has a default
+    (what pickle and copy call to rebuild an object), or None."""
+    names = set(fields)
+    for params in init_overloads(bound):
+        if all(p.has_default or (p.name is not None and p.name in names) for p in params):
+            return params
+    return None
 
 
 def default_constructible(bound):

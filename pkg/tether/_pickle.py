@@ -3,19 +3,27 @@
 
 ``install()`` puts four generic methods on ``tether.Object``:
 
-- ``__reduce__`` returns ``(rebuild, (cls,), state)``. Pickle memoizes the object before it
-  writes ``state``, so two fields holding one object, and cycles, come back shared: the
-  second occurrence is a memo reference to the wrapper already rebuilt, which stands for
-  one C++ object. ``copy.copy`` and ``copy.deepcopy`` use the same triple.
-- ``rebuild(cls)`` allocates ``cls.__new__(cls)`` and runs the C++ ``__init__`` of the
-  nearest bound base with no arguments: a new C++ object, tied to that wrapper.
+- ``__reduce__`` returns ``(rebuild, (cls, kwargs), state)``. ``kwargs`` holds the fields
+  whose names are parameters of the C++ constructor (``tether::init`` records the names given
+  with ``nb::arg``), so types whose constructor takes arguments rebuild; ``state`` holds the
+  other fields. Pickle memoizes the object before it writes ``state``, so two fields holding
+  one object, and cycles, come back shared: the second occurrence is a memo reference to the
+  wrapper already rebuilt, which stands for one C++ object. That is why a constructor
+  parameter with a default whose field holds tether objects is left to ``state`` too: a cycle
+  through it (``box.value = box``) still comes back. ``copy.copy`` and ``copy.deepcopy`` use
+  the same triple. A weak link (a ``WeakRef`` field) is a field like any other: it comes back
+  pointing at the copy of its target when the target is part of what was copied, and to None
+  if nothing in the copy keeps the target alive.
+- ``rebuild(cls, kwargs)`` allocates ``cls.__new__(cls)`` and runs the C++ ``__init__`` of
+  the nearest bound base with ``kwargs``: a new C++ object, tied to that wrapper.
 - ``__getstate__`` gives ``(__dict__ or None, {field or slot: value})``, the layout pickle
   and copy use for objects with slots. A subclass may override it (and ``__setstate__``).
 - ``__setstate__`` sets each field and slot with ``object.__setattr__``, so a frozen
   ``@tether.dataclass`` can be restored, and updates ``__dict__``.
 
-A type whose C++ ``__init__`` needs arguments cannot be rebuilt this way: pickling it raises
-TypeError naming it.
+A type none of whose constructor overloads can be called from its fields (a parameter with
+no default and no field of its name, or parameters bound without names) cannot be rebuilt
+this way: pickling it raises TypeError naming it.
 """
 import copy
 
@@ -23,25 +31,59 @@ from . import _fields
 from ._core import Object
 
 def _pickle_base(cls):
-    """The bound base whose no-argument ``__init__`` rebuilds ``cls``; TypeError if none."""
+    """The bound base whose ``__init__`` rebuilds ``cls``; TypeError if there is none."""
     lay = _fields.layout(cls)
     bound = lay.bound
     if not lay.constructible:
-        why = ("it has no constructor" if bound is None else
-               "its C++ constructor (%s.__init__) needs arguments" % bound.__qualname__)
+        if bound is None:
+            why = "it has no constructor"
+        elif not _fields.init_overloads(bound):
+            why = ("its C++ constructor (%s.__init__) was not bound with tether::init"
+                   % bound.__qualname__)
+        else:
+            why = ("its C++ constructor (%s.__init__) needs arguments that are not fields of "
+                   "the same name (name them with nb::arg)" % bound.__qualname__)
         raise TypeError("cannot pickle %r object: tether rebuilds a %s by calling its bound "
-                        "__init__ with no arguments, and %s"
+                        "__init__ with the fields named like its parameters, and %s"
                         % (cls.__qualname__, cls.__qualname__, why))
     return bound
 
 
-def rebuild(cls):
-    """Pickle's constructor for tether objects: a fresh object of ``cls`` with default fields."""
+def _holds_objects(value):
+    """True if ``value`` is a tether object or a list, tuple or dict holding one."""
+    if isinstance(value, Object):
+        return True
+    if type(value) in (list, tuple):
+        return any(isinstance(v, Object) for v in value)
+    if type(value) is dict:
+        return any(isinstance(v, Object) for v in value.values())
+    return False
+
+
+def _constructor_kwargs(self, lay):
+    """The fields passed to the constructor (see the module docstring)."""
+    kwargs = {}
+    for p in lay.init:
+        if p.name is None or p.name not in lay.fields:
+            continue  # its default
+        value = getattr(self, p.name)  # ValueError here if self was moved into C++
+        if p.has_default and _holds_objects(value) and p.name not in lay.readonly:
+            continue  # set with the state, after pickle memoized the object
+        kwargs[p.name] = value
+    return kwargs
+
+
+def rebuild(cls, kwargs=None):
+    """Pickle's constructor for tether objects: a fresh object of ``cls``, made by its C++
+    constructor with ``kwargs`` (fields named like its parameters)."""
     if not _fields.is_tether_type(cls):
         raise TypeError("tether._pickle.rebuild: %r is not a tether type" % (cls,))
     bound = _pickle_base(cls)
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError("tether._pickle.rebuild: constructor arguments must be a dict, got %s"
+                        % type(kwargs).__name__)
     obj = cls.__new__(cls)
-    bound.__init__(obj)
+    bound.__init__(obj, **(kwargs or {}))
     return obj
 
 
@@ -86,10 +128,18 @@ def __setstate__(self, state):
 
 
 def __reduce__(self):
-    """(tether._pickle.rebuild, (type(self),), self.__getstate__()): generic for every type."""
+    """(tether._pickle.rebuild, (type(self), kwargs), state): generic for every type."""
     cls = type(self)
     _pickle_base(cls)
-    return (rebuild, (cls,), self.__getstate__())
+    lay = _fields.layout(cls)
+    kwargs = _constructor_kwargs(self, lay)
+    state = self.__getstate__()
+    if type(state) is tuple and len(state) == 2 and type(state[1]) is dict:
+        # What the constructor was given, and read-only fields, are not set again.
+        skip = lay.readonly.union(kwargs)
+        if skip & state[1].keys():
+            state = (state[0], {k: v for k, v in state[1].items() if k not in skip})
+    return (rebuild, (cls, kwargs), state)
 
 
 def __replace__(self, **changes):

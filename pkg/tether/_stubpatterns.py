@@ -88,6 +88,12 @@ def patterns(module_names):
     out.append("\\.__tether_fields__$:")
     out.append("    __tether_fields__: tuple[str, ...]")
     out.append("")
+    out.append("\\.__tether_readonly__$:")
+    out.append("    __tether_readonly__: tuple[str, ...]")
+    out.append("")
+    out.append("\\.__tether_init__$:")
+    out.append("    __tether_init__: tuple[tuple[tuple[object, ...], ...], ...]")
+    out.append("")
     out.append("^tether\\._core\\.Object$:")
     stub = OBJECT_STUB.format(doc=(Object.__doc__ or "").replace('"""', "'''"))
     out += ["    " + line if line else "" for line in stub.splitlines()]

@@ -244,169 +244,26 @@ inline void init_module() {
 /// make_object<T>(args...) and ties it to the wrapper Python just allocated.
 template <typename... Args> struct init {};
 
-namespace fields {
+} // namespace tether
 
-/// What a field's annotation is, for dataclasses.fields() and typing.get_type_hints().
-template <typename M> nb::object annotation() {
-    if constexpr (is_ref<M>::value) {
-        nb::handle t = reinterpret_cast<PyObject *>(py_type<typename is_ref<M>::element>());
-        return nb::module_::import_("typing").attr("Optional")[t];
-    } else if constexpr (std::is_same_v<M, bool>) {
-        return nb::borrow(reinterpret_cast<PyObject *>(&PyBool_Type));
-    } else if constexpr (std::is_integral_v<M>) {
-        return nb::borrow(reinterpret_cast<PyObject *>(&PyLong_Type));
-    } else if constexpr (std::is_floating_point_v<M>) {
-        return nb::borrow(reinterpret_cast<PyObject *>(&PyFloat_Type));
-    } else if constexpr (std::is_same_v<M, std::string>) {
-        return nb::borrow(reinterpret_cast<PyObject *>(&PyUnicode_Type));
-    } else {
-        using V = typename M::value_type; // std::vector<Ref<U>>
-        nb::handle t = reinterpret_cast<PyObject *>(py_type<typename is_ref<V>::element>());
-        return nb::module_::import_("types").attr("GenericAlias")(
-            nb::handle(reinterpret_cast<PyObject *>(&PyList_Type)), nb::make_tuple(t));
-    }
-}
+#include <tether/weak_ref_caster.h>
+#include <tether/fields.h>
 
-/// An annotation as people write it: `int`, `Inner | None`, `list[Inner]`.
-inline std::string describe(nb::handle a) {
-    if (PyType_Check(a.ptr()))
-        return nb::cast<std::string>(a.attr("__name__"));
-    nb::object args = nb::getattr(a, "__args__", nb::none());
-    nb::object origin = nb::getattr(a, "__origin__", nb::none());
-    if (nb::isinstance<nb::tuple>(args)) {
-        nb::tuple t = nb::borrow<nb::tuple>(args);
-        if (t.size() == 2 && t[1].is(nb::handle(reinterpret_cast<PyObject *>(Py_TYPE(Py_None)))))
-            return describe(t[0]) + " | None";
-        if (t.size() == 1 && origin.is(nb::handle(reinterpret_cast<PyObject *>(&PyList_Type))))
-            return "list[" + describe(t[0]) + "]";
-    }
-    return nb::cast<std::string>(nb::str(a));
-}
+namespace tether {
 
-template <typename T, typename M> struct Field {
-    M T::*member;
-    const char *owner;
-    const char *name;
-    PyGetSetDef def;
-};
-
-template <typename T> T *self_object(PyObject *self) noexcept {
-    Object *o = py::object_of(self);
-    return o ? static_cast<T *>(o) : nullptr; // the descriptor already checked the type
-}
-
-/// HOT: `a.x`. CPython's getset descriptor calls this directly: no argument parsing and no
-/// overload dispatch, just the object pointer, the member and (for objects) wrap().
-/// Free-threaded builds: a field is read and written under the owning wrapper's critical
-/// section, so a reader never sees a Ref that a concurrent writer is releasing. Nothing that
-/// can run Python (wrap, releasing the old value) happens inside it. GIL builds: nothing.
-#if defined(Py_GIL_DISABLED)
-struct FieldLock {
-    PyCriticalSection cs;
-    explicit FieldLock(PyObject *self) { PyCriticalSection_Begin(&cs, self); }
-    ~FieldLock() { PyCriticalSection_End(&cs); }
-};
-#endif
-
-template <typename M> PyObject *to_python(const M &v) noexcept {
-    if constexpr (is_ref<M>::value) {
-        return wrap(v.get());
-    } else if constexpr (std::is_same_v<M, bool>) {
-        return PyBool_FromLong(v);
-    } else if constexpr (std::is_integral_v<M> && std::is_signed_v<M>) {
-        return PyLong_FromLongLong((long long) v);
-    } else if constexpr (std::is_integral_v<M>) {
-        return PyLong_FromUnsignedLongLong((unsigned long long) v);
-    } else if constexpr (std::is_floating_point_v<M>) {
-        return PyFloat_FromDouble((double) v);
-    } else {
-        return nb::detail::make_caster<M>::from_cpp(v, nb::rv_policy::copy, nullptr).ptr();
-    }
-}
-
-template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
-    auto *f = static_cast<Field<T, M> *>(closure);
-    T *t = self_object<T>(self);
-    if (!t)
-        return py::raise_unusable(self);
-#if defined(Py_GIL_DISABLED)
-    M copy; // a Ref copy holds its own count while wrap() runs outside the lock
-    {
-        FieldLock lock(self);
-        copy = t->*(f->member);
-    }
-    return to_python(copy);
-#else
-    const M &v = t->*(f->member);
-    if constexpr (is_ref<M>::value) {
-        if (v) // T2 runs no Python code: no copy needed on the hot path
-            if (PyObject *p = py::wrap_bound(v.get()))
-                return p;
-    }
-    if constexpr (std::is_arithmetic_v<M>) {
-        return to_python(v);
-    } else {
-        // Making a wrapper allocates, which may run the GC and a __del__ that reassigns this
-        // very field: convert a copy that holds its own counts.
-        M copy = v;
-        return to_python(copy);
-    }
-#endif
-}
-
-template <typename T, typename M> int set(PyObject *self, PyObject *value, void *closure) noexcept {
-    auto *f = static_cast<Field<T, M> *>(closure);
-    if (!value) {
-        PyErr_Format(PyExc_AttributeError, "cannot delete field %s.%s", f->owner, f->name);
-        return -1;
-    }
-    T *t = self_object<T>(self);
-    if (!t) {
-        py::raise_unusable(self);
-        return -1;
-    }
-    nb::detail::make_caster<M> c;
-    nb::detail::cleanup_list cleanup(self);
-    bool ok = c.from_python(value, (uint32_t) nb::detail::cast_flags::convert, &cleanup);
-    int rv = -1;
-    if (!ok) {
-        std::string want;
-        try {
-            want = describe(annotation<M>());
-        } catch (nb::python_error &e) {
-            want = "another type";
-        }
-        PyErr_Format(PyExc_TypeError, "%s.%s: expected %s, got %s", f->owner, f->name,
-                     want.c_str(), Py_TYPE(value)->tp_name);
-    } else {
-        try {
-            M incoming = c.operator nb::detail::cast_t<M>();
-            {
-#if defined(Py_GIL_DISABLED)
-                FieldLock lock(self);
-#endif
-                std::swap(t->*(f->member), incoming);
-            }
-            rv = 0; // `incoming` now holds the old value: released here, outside the lock
-        } catch (nb::python_error &e) {
-            e.restore();
-        } catch (const std::exception &e) {
-            PyErr_SetString(PyExc_TypeError, e.what());
-        }
-    }
-    cleanup.release();
-    return rv;
-}
-
-} // namespace fields
+template <typename T> struct is_init : std::false_type {};
+template <typename... Args> struct is_init<init<Args...>> : std::true_type {};
 
 /// nb::class_ for types derived from tether::Object. Adds the tether type slots (see
-/// bindings/src/type_slots.cpp), tether::init<> constructors and fast fields.
+/// bindings/src/type_slots.cpp), tether::init<> constructors and fast fields. Extra may
+/// name a base class and a trampoline (see tether/trampoline.h), as for nb::class_. Every
+/// method returns tether::class_&, so calls chain in any order.
 template <typename T, typename... Extra> class class_ : public nb::class_<T, Extra...> {
     static_assert(std::is_base_of_v<Object, T>, "tether::class_<T>: T must derive from tether::Object");
 
 public:
     using Base = nb::class_<T, Extra...>;
+    using Alias = typename Base::Alias; ///< the trampoline, or T
 
     template <typename... Args>
     class_(nb::handle scope, const char *name, const Args &...args)
@@ -414,11 +271,40 @@ public:
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
         if (py::install_type(tp, detail::type_index_of<T>()) != 0)
             throw nb::python_error();
+        if constexpr (!std::is_same_v<Alias, T>) {
+            // A trampoline object reaching Python without its wrapper (after tether.move)
+            // gets T's type, as nanobind does: the table owns one reference, as for T.
+            Py_INCREF(tp);
+            detail::type_slot(detail::type_index_of<Alias>())->store(tp, std::memory_order_release);
+        }
         nb::setattr(*this, "__tether_fields__", nb::tuple());
+        nb::setattr(*this, "__tether_readonly__", nb::tuple());
+        nb::setattr(*this, "__tether_init__", nb::tuple());
         nb::setattr(*this, "__annotations__", nb::dict());
     }
 
-    using Base::def;
+    /// Everything nb::class_ binds, returning tether::class_& (tether::init<> is below).
+    template <typename First, typename... Rest,
+              typename = std::enable_if_t<!is_init<std::decay_t<First>>::value>>
+    class_ &def(First &&first, Rest &&...rest) {
+        Base::def(std::forward<First>(first), std::forward<Rest>(rest)...);
+        return *this;
+    }
+#define TETHER_FORWARD(method)                                                                 \
+    template <typename... A> class_ &method(A &&...a) {                                        \
+        Base::method(std::forward<A>(a)...);                                                   \
+        return *this;                                                                          \
+    }
+    TETHER_FORWARD(def_static)
+    TETHER_FORWARD(def_rw)
+    TETHER_FORWARD(def_ro)
+    TETHER_FORWARD(def_rw_static)
+    TETHER_FORWARD(def_ro_static)
+    TETHER_FORWARD(def_prop_rw)
+    TETHER_FORWARD(def_prop_ro)
+    TETHER_FORWARD(def_prop_rw_static)
+    TETHER_FORWARD(def_prop_ro_static)
+#undef TETHER_FORWARD
 
     /// `T(args...)` makes the object with make_object<T>(args...).
     template <typename... Args, typename... Extras>
@@ -432,13 +318,12 @@ public:
                 // HOT: every construction. An exact match is one compare; subclasses walk the MRO.
                 if (Py_TYPE(self.ptr()) != bound && !PyType_IsSubtype(Py_TYPE(self.ptr()), bound))
                     throw nb::type_error("__init__: self is not an instance of the bound type");
-                // The first reference is the wrapper's from the start (WRAPPED): bind_new
-                // then needs no atomic read-modify-write.
-                Ref<T> obj = detail::make_object_impl<T>(true, std::forward<Args>(args)...);
+                Ref<T> obj = make_for(self.ptr(), bound, std::forward<Args>(args)...);
                 if (!py::bind_new(self.ptr(), obj.release()))
                     throw nb::python_error();
             },
             extras...);
+        record_init(sizeof...(Args), extras...);
         return *this;
     }
 
@@ -455,6 +340,52 @@ public:
     }
 
 private:
+    /// A T for the bound class itself, the trampoline (Alias) for a Python subclass, as
+    /// nanobind does: only Python subclasses pay for override lookups.
+    /// The first reference is the wrapper's from the start (WRAPPED): bind_new then needs no
+    /// atomic read-modify-write.
+    template <typename... Args>
+    static Ref<T> make_for(PyObject *self, PyTypeObject *bound, Args &&...args) {
+        if constexpr (std::is_same_v<T, Alias>) {
+            static_assert(!std::is_abstract_v<T>,
+                          "tether::init<> on an abstract class needs a trampoline: "
+                          "tether::class_<T, Base, Trampoline> (see tether/trampoline.h)");
+            (void) self;
+            (void) bound;
+            return detail::make_object_impl<T>(true, std::forward<Args>(args)...);
+        } else {
+            if constexpr (!std::is_abstract_v<T>)
+                if (Py_TYPE(self) == bound)
+                    return detail::make_object_impl<T>(true, std::forward<Args>(args)...);
+            return detail::make_object_impl<Alias>(true, std::forward<Args>(args)...);
+        }
+    }
+
+    /// Appends one overload to T.__tether_init__: a tuple with, per parameter, `(name,)` or
+    /// `(name, default)` (name None when nb::arg was not given). Pickle and dataclasses
+    /// read it (pkg/tether/_fields.py): no signature text is parsed.
+    template <typename... Extras> void record_init(size_t arity, const Extras &...extras) {
+        nb::list params;
+        (add_param(params, extras), ...);
+        if (params.size() != arity) { // unnamed parameters
+            params = nb::list();
+            for (size_t i = 0; i < arity; ++i)
+                params.append(nb::make_tuple(nb::none()));
+        }
+        nb::list overloads;
+        for (nb::handle h : nb::borrow<nb::tuple>(nb::getattr(*this, "__tether_init__")))
+            overloads.append(h);
+        overloads.append(nb::tuple(params));
+        nb::setattr(*this, "__tether_init__", nb::tuple(overloads));
+    }
+    template <uint32_t F, bool L> static void add_param(nb::list &out, const nb::arg_t<F, L> &a) {
+        out.append(nb::make_tuple(a.name_ ? nb::object(nb::str(a.name_)) : nb::none()));
+    }
+    template <uint32_t F, bool L> static void add_param(nb::list &out, const nb::arg_v_t<F, L> &a) {
+        out.append(nb::make_tuple(a.name_ ? nb::object(nb::str(a.name_)) : nb::none(), a.value));
+    }
+    template <typename X> static void add_param(nb::list &, const X &) {} // docstrings, policies
+
     template <typename M>
     class_ &add_field(const char *name, M T::*member, const char *doc, bool writable) {
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
@@ -476,8 +407,17 @@ private:
         names.append(nb::str(name));
         nb::setattr(*this, "__tether_fields__", nb::tuple(names));
         nb::getattr(*this, "__annotations__")[name] = annotation;
+        if (!writable) {
+            nb::list ro;
+            for (nb::handle h : nb::borrow<nb::tuple>(nb::getattr(*this, "__tether_readonly__")))
+                ro.append(h);
+            ro.append(nb::str(name));
+            nb::setattr(*this, "__tether_readonly__", nb::tuple(ro));
+        }
         return *this;
     }
 };
 
 } // namespace tether
+
+#include <tether/trampoline.h>

@@ -70,10 +70,15 @@ private:
 template <typename T> class WeakRef {
 public:
     WeakRef() noexcept = default;
-    WeakRef(const Ref<T> &r) noexcept : m_ptr(r.get()) {
+    WeakRef(std::nullptr_t) noexcept {}
+    /// A weak link to `p` (which must be alive: take it from a Ref or a live object).
+    explicit WeakRef(T *p) noexcept : m_ptr(p) {
         if (m_ptr)
             m_ptr->inc_weak();
     }
+    WeakRef(const Ref<T> &r) noexcept : WeakRef(r.get()) {}
+    template <typename U, typename = std::enable_if_t<std::is_convertible_v<U *, T *>>>
+    WeakRef(const Ref<U> &r) noexcept : WeakRef(static_cast<T *>(r.get())) {}
     WeakRef(const WeakRef &o) noexcept : m_ptr(o.m_ptr) {
         if (m_ptr)
             m_ptr->inc_weak();
@@ -93,6 +98,8 @@ public:
         return Ref<T>();
     }
     bool expired() const noexcept { return !m_ptr || m_ptr->use_count() == 0; }
+    void reset() noexcept { WeakRef().swap(*this); }
+    void swap(WeakRef &o) noexcept { std::swap(m_ptr, o.m_ptr); }
 
 private:
     T *m_ptr = nullptr;

@@ -3,8 +3,11 @@
 //
 // It knows tether only through the installed headers (<tether/nanobind.h>) and links the
 // installed libtether + libtether_python, so its objects share the one header layout and the
-// one process-wide state with tether.testing and every other tether module.
+// one process-wide state with tether.testing and every other tether module. Shape shows the
+// two things real scene graphs need: a weak parent link (no cycle through C++) and a virtual
+// function a Python subclass overrides (a trampoline, see <tether/trampoline.h>).
 #include <tether/nanobind.h>
+#include <tether/trampoline.h>
 
 #include <cmath>
 
@@ -13,6 +16,7 @@ using namespace nb::literals;
 using tether::make_object;
 using tether::Object;
 using tether::Ref;
+using tether::WeakRef;
 
 namespace geometry {
 
@@ -37,6 +41,25 @@ struct Holder : Object {
     explicit Holder(Ref<Object> v) : value(std::move(v)) {}
 };
 
+/// A node of a scene: children held strongly, the parent weakly.
+struct Shape : Object {
+    WeakRef<Shape> parent;
+    std::vector<Ref<Shape>> children;
+    virtual double area() const { return 0.0; }
+    /// Calls area() through the vtable, so Python overrides count.
+    double total_area() const {
+        double a = area();
+        for (const Ref<Shape> &c : children)
+            a += c->total_area();
+        return a;
+    }
+};
+/// The trampoline: Python subclasses of Shape are made as PyShape.
+struct PyShape : Shape {
+    TETHER_TRAMPOLINE(Shape);
+    double area() const override { TETHER_OVERRIDE(area); }
+};
+
 } // namespace geometry
 
 NB_MODULE(tether_geometry, m) {
@@ -59,6 +82,13 @@ NB_MODULE(tether_geometry, m) {
     tether::class_<Holder, Object>(m, "Holder", "Holds any tether object.")
         .def(tether::init<Ref<Object>>(), "value"_a.none() = nb::none())
         .def_field("value", &Holder::value, "The held object (any tether.Object, or None).");
+
+    tether::class_<Shape, Object, PyShape>(m, "Shape", "A scene node; override area() in Python.")
+        .def(tether::init<>())
+        .def("area", &Shape::area, "This node's own area (0 in C++).")
+        .def("total_area", &Shape::total_area, "area() of this node and all below, from C++.")
+        .def_field("parent", &Shape::parent, "The parent (a weak link), or None.")
+        .def_field("children", &Shape::children, "The children (strong links).");
 
     m.def("echo", [](Ref<Object> o) { return o; }, "obj"_a,
           "Return any tether object through a C++ Ref<tether::Object>.");
