@@ -256,10 +256,21 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
         return view_of(self, t->*(f->member)); // the member's address never changes
     } else {
 #if defined(Py_GIL_DISABLED)
-        M copy; // a Ref copy holds its own count while wrap() runs outside the lock
+        M copy;
         {
             FieldLock lock(self);
-            copy = t->*(f->member);
+            const M &v = t->*(f->member);
+            if constexpr (is_ref<M>::value) {
+                if (!v)
+                    Py_RETURN_NONE;
+                // HOT: a live wrapper is taken with a try-incref and no lock of its own; the
+                // critical section keeps a concurrent writer from releasing v meanwhile.
+                if (PyObject *p = py::wrap_bound(v.get()))
+                    return p;
+            }
+            if constexpr (std::is_arithmetic_v<M>)
+                return to_python(v);
+            copy = v; // holds its own count while a wrapper is made outside the lock
         }
         return to_python(copy);
 #else
