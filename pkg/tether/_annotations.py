@@ -43,9 +43,11 @@ else:
 def resolve(cls, annotation, default=typing.Any):
     """The object ``annotation`` (of a field of ``cls``) names; ``default`` if it cannot.
 
-    A string is evaluated in the module of ``cls`` with ``cls``'s own name bound; a
-    ``ForwardRef`` (3.14+) is evaluated the same way, through its own ``evaluate`` so that
-    names from an enclosing function's scope still resolve. Anything else is returned as is.
+    A string is evaluated in the module of ``cls`` with ``cls``'s own name bound. A
+    ``ForwardRef`` (3.14+) goes through its own ``evaluate``, which also sees the enclosing
+    function's variables the annotation closed over, with the class namespace (what
+    ``evaluate`` uses by default for a class) plus the class's own name as locals. Anything
+    else is returned as is.
     """
     if isinstance(annotation, str):
         module = sys.modules.get(cls.__module__)
