@@ -144,7 +144,17 @@ class TestStubs:
 
 
 class TestReadme:
-    """The README's "Pickle, dataclasses and weak references" example runs as written."""
+    """The README's Python examples run as written."""
+
+    def test_intro_example(self):
+        import re
+        readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+        code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+        assert "assert id(o.x) == first" in code
+        ns = {"__name__": "readme_intro"}
+        exec(compile(code, "README.md", "exec"), ns)
+        ns.clear()
+        collect()
 
     def test_example(self):
         import re

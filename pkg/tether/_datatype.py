@@ -15,16 +15,21 @@ checks what is assigned (``int``, ``float``, ``bool``, ``str``, a tether type, e
 ``| None``; other annotations store the Python object, checked with isinstance when the
 annotation is a class). ``repr()`` is tether's own (depth-limited).
 
+Annotations are read and resolved when the decorator runs (``_annotations``: PEP 649 on 3.14+,
+strings under ``from __future__ import annotations``), with the class's own name bound, so
+``left: Node | None`` inside ``Node`` is checked. A name that is not defined yet at that point
+(a class further down the module) cannot be checked: that field stores any Python object,
+as for ``typing.Any``.
+
 Limits: a DataObject reaching Python again after ``tether.move`` (its wrapper gone) comes back
 as a plain DataObject; Python objects stored in fields are not seen by the cycle GC.
 """
 import dataclasses
 import functools
-import sys
 import types
 import typing
 
-from . import _fields
+from . import _annotations, _fields
 from ._core import Object
 from ._data import DataObject, is_initialized, slot
 
@@ -39,6 +44,11 @@ def _name(tp):
     return repr(tp).replace("typing.", "")
 
 
+def _is_class(tp):
+    """True for a class isinstance() accepts (typing.Any is a class since 3.11, but refuses)."""
+    return isinstance(tp, type) and tp is not typing.Any
+
+
 def _classify(tp):
     """(kind, nullable, check, expected) for annotation ``tp`` (already resolved)."""
     nullable = False
@@ -50,7 +60,7 @@ def _classify(tp):
             tp = rest[0]
         else:
             classes = tuple(typing.get_origin(a) or a for a in rest)
-            ok = all(isinstance(c, type) for c in classes)
+            ok = all(_is_class(c) for c in classes)
             return (_ANY, nullable, classes if ok else None,
                     " | ".join(_name(a) for a in rest) + (" | None" if nullable else ""))
     expected = _name(tp) + (" | None" if nullable else "")
@@ -59,21 +69,11 @@ def _classify(tp):
     if isinstance(tp, type) and issubclass(tp, Object):
         return _OBJECT, nullable, tp, expected
     origin = typing.get_origin(tp)
-    if isinstance(tp, type) and tp is not type(None):
+    if _is_class(tp) and tp is not type(None):
         return _ANY, nullable, tp, expected
     if isinstance(origin, type):
         return _ANY, nullable, origin, expected
     return _ANY, True, None, expected  # Any, TypeVar, Literal, unresolved names: unchecked
-
-
-def _resolve(cls, annotation):
-    if isinstance(annotation, str):
-        module = sys.modules.get(cls.__module__)
-        try:
-            return eval(annotation, vars(module) if module else {}, {cls.__name__: cls})
-        except Exception:
-            return typing.Any
-    return annotation
 
 
 def _fix_class_cells(old, new):
@@ -121,21 +121,21 @@ def _check_base(cls):
 def _mask_inherited_descriptors(cls):
     # A field redeclared without a default would otherwise see the base's descriptor as its
     # default; a bare dataclasses.field() says "no default" (dataclasses removes it again).
-    for name in cls.__dict__.get("__annotations__", {}):
+    for name in _annotations.own_annotations(cls):
         if name not in cls.__dict__ and name in getattr(cls, "__tether_slot_index__", {}):
             setattr(cls, name, dataclasses.field())
 
 
 def _install_slots(cls):
     index = dict(getattr(cls, "__tether_slot_index__", {}))
-    own = cls.__dict__.get("__annotations__", {})
+    own = _annotations.own_annotations(cls)
     declared = []
     for f in dataclasses.fields(cls):
         if f.name not in index:
             index[f.name] = len(index)
         if f.name not in own:
             continue  # inherited: the base's descriptor serves it at the same index
-        kind, nullable, check, expected = _classify(_resolve(cls, f.type))
+        kind, nullable, check, expected = _classify(_annotations.resolve(cls, f.type))
         doc = f.metadata.get("doc") or "%s: %s" % (f.name, expected)
         setattr(cls, f.name, slot(cls, f.name, index[f.name], kind, nullable, check, expected, doc))
         declared.append(f.name)
@@ -181,11 +181,9 @@ def dataclass(cls=None, /, *, init=True, repr=True, eq=True, order=False, unsafe
     def wrap(cls):
         cls = _check_base(cls)
         _mask_inherited_descriptors(cls)
-        options = dict(init=init, repr=False, eq=eq, order=order, unsafe_hash=unsafe_hash,
-                       frozen=frozen)
-        if sys.version_info >= (3, 10):
-            options.update(match_args=match_args, kw_only=kw_only)
-        cls = dataclasses.dataclass(cls, **options)
+        cls = dataclasses.dataclass(cls, init=init, repr=False, eq=eq, order=order,
+                                    unsafe_hash=unsafe_hash, frozen=frozen,
+                                    match_args=match_args, kw_only=kw_only)
         _install_slots(cls)
         _wrap_init(cls, generated=init)
         return cls

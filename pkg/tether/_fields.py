@@ -4,10 +4,12 @@
 Bindings declare each field once, in C++, with ``def_field``: the class gets a getset
 descriptor, and its own ``__tether_fields__`` (names, in declaration order) and
 ``__annotations__`` (types) record it. ``@tether.dataclass`` types record theirs the same way.
-Nothing here knows any particular type.
+Annotations are read through ``_annotations.own_annotations`` (PEP 649 on 3.14+). Nothing here
+knows any particular type.
 """
 import weakref
 
+from . import _annotations
 from ._core import Object
 
 
@@ -32,7 +34,9 @@ def field_types(cls):
     types = {}
     for klass in reversed(cls.__mro__):
         own = klass.__dict__.get("__tether_fields__", ())
-        ann = klass.__dict__.get("__annotations__", {})
+        if not own:
+            continue
+        ann = _annotations.own_annotations(klass)
         for name in own:
             if name in ann:
                 types[name] = ann[name]

@@ -16,6 +16,7 @@ import sys
 import types
 import typing
 
+from . import _annotations
 from ._core import Object
 
 _UNIONS = (typing.Union,) + ((types.UnionType,) if hasattr(types, "UnionType") else ())
@@ -70,7 +71,7 @@ def field_patterns(module):
         if not (isinstance(cls, type) and issubclass(cls, Object)
                 and cls.__module__ == module.__name__):
             continue
-        annotations = cls.__dict__.get("__annotations__", {})
+        annotations = _annotations.own_annotations(cls)
         for name in cls.__dict__.get("__tether_fields__", ()):
             imports = set()
             text = type_str(annotations.get(name, typing.Any), module.__name__, imports)
