@@ -12,7 +12,7 @@
 // thread without it, and leaks them once the interpreter is finalizing.
 #include <tether/nanobind.h>
 
-#include "compat.h"
+#include <tether/compat.h>
 
 #include <cstring>
 #include <new>
@@ -48,11 +48,7 @@ enum class Kind : int { Any = 0, Int = 1, Float = 2, Bool = 3, Str = 4, Object =
 #endif
 
 bool python_alive() noexcept {
-#if PY_VERSION_HEX >= 0x030D0000
-    return Py_IsInitialized() && !Py_IsFinalizing();
-#else
-    return Py_IsInitialized() && !_Py_IsFinalizing();
-#endif
+    return Py_IsInitialized() && !tether::py::compat::is_finalizing();
 }
 
 struct DataObject : Object {

@@ -17,7 +17,7 @@
 // Nothing else writes the header word or the count's WRAPPED/SHARED bits.
 #include "lifecycle.h"
 
-#include "compat.h"
+#include <tether/compat.h>
 
 #if defined(Py_GIL_DISABLED)
 #include <thread>

@@ -3,7 +3,7 @@
 // allocation, the type call, tp_dealloc installation), the move token, and process-wide setup
 #include "lifecycle.h"
 
-#include "compat.h"
+#include <tether/compat.h>
 #include "runtime_guard.h" // one runtime per process (issue 11)
 
 #include <cstring>

@@ -28,6 +28,7 @@
 //    which has no override.
 #pragma once
 
+#include <tether/compat.h>
 #include <tether/nanobind.h>
 
 namespace tether::detail {
@@ -84,19 +85,15 @@ private:
     /// False before Py_Initialize, during and after finalization (taking the GIL then could
     /// hang or end the calling thread).
     static bool python_usable() noexcept {
-#if PY_VERSION_HEX >= 0x030D0000
-        return Py_IsInitialized() && !Py_IsFinalizing();
-#else
-        return Py_IsInitialized() && !_Py_IsFinalizing();
-#endif
+        return Py_IsInitialized() && !tether::py::compat::is_finalizing();
     }
 
     /// True if the Python class of m_self defines `name` itself (not the bound C++ method).
     /// The raw class attribute is looked up without binding, as nanobind does.
     bool resolve(PyTypeObject *base, const char *name) {
         nb::str key(name);
-        PyObject *found = _PyType_Lookup(Py_TYPE(m_self), key.ptr()); // borrowed
-        PyObject *bound = _PyType_Lookup(base, key.ptr());
+        PyObject *found = tether::py::compat::type_lookup(Py_TYPE(m_self), key.ptr()); // borrowed
+        PyObject *bound = tether::py::compat::type_lookup(base, key.ptr());
         if (!found || found == bound || is_nanobind_function(found))
             return false;
         // super().name() inside the override re-enters through the vtable, with this very

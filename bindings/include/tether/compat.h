@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// bindings/src/compat.h: the CPython details tether needs that are private or version-specific
+// bindings/include/tether/compat.h: the CPython details tether needs that are private or version-specific
 //
 // Each helper names the public API that replaces it where one exists. Nothing else in
 // bindings/ reaches into CPython's internals.
