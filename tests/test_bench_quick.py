@@ -36,7 +36,9 @@ class TestQuickBenchmark:
         names = {t["target"].split(".")[0] for t in res["targets"]}
         assert names == ({"2", "3", "4", "5", "6", "7"} if FREE_THREADED else {"1", "3", "4", "7", "8"})
         for t in res["targets"]:
-            assert t["met"] in (True, False) and t["ratio"] > 0
+            assert t["met"] in (True, False)
+            # a thread ratio is refused when the quick run's workers never ran at once
+            assert t["ratio"] > 0 or t["refused"]
             assert t["verdict"] in text
         # tether._peers is built FREE_THREADED: importing it never turns the GIL back on
         assert res["gil"]["enabled_by"] == [] and res["gil"]["refuse_nanobind"] == ""
@@ -67,7 +69,9 @@ class TestThreadsSection:
             for op in ops:
                 for v in threads.VARIANTS:
                     r = th["results"][f"{way}.{op}.{v}"]
-                    assert r["mops"]["1"] > 0 and r["mops"]["2"] > 0 and r["scaling"] > 0
+                    assert r["mops"]["1"] > 0
+                    # NaN only if a quick run never had both workers running at once
+                    assert r["scaling"] > 0 or 0 in r["overlapped_chunks"]
 
 
 class TestTargetLogic:

@@ -22,7 +22,7 @@ from . import identity, memory, spread, targets, threads, timing
 FULL = {"rounds": 400, "target_ms": 0.5, "n_mem": 100_000, "trials": 5, "scale": (1_000, 1_000_000),
         "thread_rounds": 40, "thread_ms": 2.0, "spread_procs": 10, "spread_rounds": 100}
 QUICK = {"rounds": 3, "target_ms": 0.2, "n_mem": 2_000, "trials": 2, "scale": (1_000, 4_000),
-         "thread_rounds": 2, "thread_ms": 0.2, "spread_procs": 2, "spread_rounds": 3}
+         "thread_rounds": 4, "thread_ms": 0.2, "spread_procs": 2, "spread_rounds": 3}
 
 
 def machine() -> dict:

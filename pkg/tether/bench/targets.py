@@ -113,20 +113,27 @@ def evaluate(times: dict, scaling: dict, small: int, big: int, memory: dict,
     return out
 
 
+NEVER_TOGETHER = "the two workers never ran at the same time in this run"
+
+
 def thread_checks(res: dict) -> list:
-    """Targets 5 and 6 from the threads section (tether.bench.threads)."""
+    """Targets 5 and 6 from the threads section (tether.bench.threads). A NaN (no chunk of one
+    worker ran while the other ran) is refused rather than guessed."""
     out = []
     for op in ("read", "echo", "new"):
         r = res.get(f"own.{op}.tether")
         if r:
             out.append(Check("5. 2 threads / 1, own objects", f"own.{op}.tether",
-                             r["mops"][2], r["mops"][1], 1.8, "Mop/s", at_least=True))
+                             r["mops"][2], r["mops"][1], 1.8, "Mop/s", at_least=True,
+                             refused=NEVER_TOGETHER if r["mops"][2] != r["mops"][2] else ""))
     for op in ("read", "echo"):
         t, s = res.get(f"shared.{op}.tether"), res.get(f"shared.{op}.slots")
         if t and s:
+            nan = t["scaling"] != t["scaling"] or s["scaling"] != s["scaling"]
             out.append(Check("6. 2 threads / 1, shared object",
                              f"shared.{op}: tether scaling / slots scaling",
-                             t["scaling"], s["scaling"], 1.0, "x", at_least=True))
+                             t["scaling"], s["scaling"], 1.0, "x", at_least=True,
+                             refused=NEVER_TOGETHER if nan else ""))
     return out
 
 
