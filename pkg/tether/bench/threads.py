@@ -222,25 +222,33 @@ def _durations(ts: list) -> list:
     return [(ts[c], ts[c + 1]) for c in range(len(ts) - 1)]
 
 
-def _overlapped(mine: list, other: list, ran_below: float) -> list:
-    """Durations of my chunks during which the other worker ran without a break."""
-    out, j = [], 0
+def _classify(mine: list, other: list, ran_below: float) -> tuple:
+    """My chunks (not preempted), split by what the other worker did meanwhile: ``together``
+    if it ran without a break from before my chunk began until after it ended, ``alone`` if
+    none of its unbroken chunks overlaps mine (it was preempted, or not running yet / any
+    more). Chunks with both are left out."""
+    together, alone = [], []
+    ran = [(s, e) for s, e in other if e - s < ran_below]
+    lo, hi = other[0][0], other[-1][1]
+    j = 0
     for a0, a1 in mine:
         if a1 - a0 >= ran_below:
             continue
-        while j < len(other) and other[j][1] <= a0:
+        while j < len(ran) and ran[j][1] <= a0:
             j += 1
-        if j == len(other) or other[j][0] > a0:
-            continue  # the other worker had not started (or was between samples)
-        k, ok = j, True
-        while k < len(other) and other[k][0] < a1:
-            if other[k][1] - other[k][0] >= ran_below:
-                ok = False
-                break
+        hits = []
+        k = j
+        while k < len(ran) and ran[k][0] < a1:
+            hits.append(ran[k])
             k += 1
-        if ok and other[k - 1][1] >= a1:
-            out.append(a1 - a0)
-    return out
+        if not hits:
+            alone.append(a1 - a0)
+            continue
+        # together: the ran chunks overlapping mine are back to back and cover [a0, a1]
+        if (lo <= a0 and hits[0][0] <= a0 and hits[-1][1] >= a1 and
+                all(hits[i][1] == hits[i + 1][0] for i in range(len(hits) - 1))):
+            together.append(a1 - a0)
+    return together, alone
 
 
 def run(rounds: int, target_ms: float, log=lambda s: None, chunk_us: float = 50.0) -> dict:
@@ -268,6 +276,7 @@ def run(rounds: int, target_ms: float, log=lambda s: None, chunk_us: float = 50.
                 jobs.append((f"{way}.{op}.{v}", STMT[op], pools, calls))
     one = {key: [] for key, *_ in jobs}  # one-thread chunks
     two = {key: [[], []] for key, *_ in jobs}  # per worker: chunks run while the other ran
+    alone = {key: [] for key, *_ in jobs}  # 2-worker chunks run while the other did not
     wall = {key: {1: float("inf"), 2: float("inf")} for key, *_ in jobs}
     t0 = time.perf_counter()
     try:
@@ -278,8 +287,10 @@ def run(rounds: int, target_ms: float, log=lambda s: None, chunk_us: float = 50.
                 wall[key][1] = min(wall[key][1], ts[-1] - ts[0])
                 a, b = pools[2].sample(calls, chunks)
                 ran_below = PREEMPTED * min(one[key])
-                two[key][0] += _overlapped(_durations(a), _durations(b), ran_below)
-                two[key][1] += _overlapped(_durations(b), _durations(a), ran_below)
+                for k, (mine, other) in enumerate(((a, b), (b, a))):
+                    tog, alo = _classify(_durations(mine), _durations(other), ran_below)
+                    two[key][k] += tog
+                    alone[key] += alo
                 wall[key][2] = min(wall[key][2], max(a[-1], b[-1]) - min(a[0], b[0]))
             if (r + 1) % max(1, rounds // 5) == 0:
                 log(f"  threads round {r + 1}/{rounds} ({time.perf_counter() - t0:.1f} s)")
@@ -294,18 +305,26 @@ def run(rounds: int, target_ms: float, log=lambda s: None, chunk_us: float = 50.
         t1 = statistics.median([d for d in one[key] if d < PREEMPTED * fastest])
         mops = {1: ops / t1 / 1e6}
         overlapped = [len(x) for x in two[key]]
+        # The reference for "2 threads" is a chunk of the same 2-worker samples that ran
+        # while the other worker was off its CPU: same time, same load on the machine, same
+        # neighbours on the host. (A one-thread pool's chunks run at other moments; on a
+        # machine whose load swings, comparing with them gave "scalings" above 2.) With no
+        # such chunk (an idle machine), the one-thread pool's median is the reference.
+        ref = statistics.median(alone[key]) if len(alone[key]) >= 10 else t1
         if all(overlapped):
             mops[2] = sum(ops / statistics.median(x) / 1e6 for x in two[key])
-            # the same from the fastest chunks (kept in the JSON): compares with a one-thread
-            # chunk that had a whole core, so it also holds what two busy vCPUs cost each other
+            scaling = sum(ref / statistics.median(x) for x in two[key])
+            # the same from the fastest chunks (kept in the JSON): compares with a chunk
+            # that had a whole core, so it also holds what two busy vCPUs cost each other
             scaling_min = sum(fastest / min(x) for x in two[key])
         else:
-            mops[2] = scaling_min = float("nan")  # the workers never ran at the same time
+            mops[2] = scaling = scaling_min = float("nan")  # never ran at the same time
         wall_mops = {n: n * ops * chunks / wall[key][n] / 1e6 for n in (1, 2)}
         results[key] = {"stmt": stmt, "ops_per_chunk": ops, "chunks": chunks,
                         "ns_per_op_1": t1 * 1e9 / ops, "mops": mops,
-                        "scaling": mops[2] / mops[1], "scaling_fastest": scaling_min,
-                        "overlapped_chunks": overlapped,
+                        "scaling": scaling, "scaling_fastest": scaling_min,
+                        "overlapped_chunks": overlapped, "alone_chunks": len(alone[key]),
+                        "ns_per_op_alone": ref * 1e9 / ops,
                         "wall_mops": wall_mops, "wall_scaling": wall_mops[2] / wall_mops[1]}
     return {"rounds": rounds, "target_ms": target_ms, "chunk_us": chunk_us, "chunks": chunks,
             "results": results}
