@@ -110,3 +110,31 @@ class TestTargetLogic:
         checks = targets.evaluate(times, {}, 1, 2, {}, True, nb_refused="GIL on")
         for c in checks:
             assert bool(c.refused) == c.what.split(" / ")[1].startswith(("nb.", "nb-"))
+
+
+@pytest.mark.skipif(not FREE_THREADED, reason="only a free-threaded build can have its GIL re-enabled")
+def test_gil_guard_names_a_module_that_reenables_the_gil(tmp_path):
+    """A module not declared free-threaded turns the GIL back on at import; the guard says which
+    one and refuses the nanobind ratios (checked in a fresh interpreter, GIL off at start)."""
+    import os
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    src = tmp_path / "oldmod.c"
+    src.write_text('#include <Python.h>\n'
+                   'static struct PyModuleDef d = {PyModuleDef_HEAD_INIT, "oldmod", NULL, -1};\n'
+                   'PyMODINIT_FUNC PyInit_oldmod(void) { return PyModule_Create(&d); }\n')
+    so = tmp_path / ("oldmod" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run([cc, "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], str(src),
+                    "-o", str(so)], check=True)
+    code = ("import json; from tether.bench import threads; "
+            "print(json.dumps(threads.probe_gil(('tether.testing', 'oldmod', 'tether._peers'))))")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHON_GIL": ""}
+    env.pop("PYTHON_GIL")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    g = json.loads(out.strip().splitlines()[-1])
+    assert g["enabled_by"] == ["oldmod"] and g["gil_enabled"]
+    assert "oldmod" in g["refuse_nanobind"]
