@@ -38,10 +38,26 @@ class SlotsOuter:
         self.x = x
 
 
+class PlainInner:
+    """A plain class: the attribute lives in the instance __dict__ (threads section)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+class PlainOuter:
+    def __init__(self, x: PlainInner) -> None:
+        self.x = x
+
+
 # ---- holders: make one Outer whose Inner only the Outer holds -----------------------------
 
 def slots_outer(v: int = 1) -> SlotsOuter:
     return SlotsOuter(SlotsInner(v))
+
+
+def plain_outer(v: int = 1) -> PlainOuter:
+    return PlainOuter(PlainInner(v))
 
 
 def tether_outer(v: int = 1):

@@ -10,15 +10,19 @@ import platform
 import sys
 import time
 
-from . import identity, memory, targets, timing
+from . import identity, memory, spread, targets, threads, timing
 
 
 # ---- settings -------------------------------------------------------------------------------
 
 # Samples are short on purpose: on a shared 2-CPU VM, samples longer than about 1 ms were
 # measured 3-4x slower (preempted) while 0.5 ms samples kept their minimum; so many short rounds.
-FULL = {"rounds": 400, "target_ms": 0.5, "n_mem": 100_000, "trials": 5, "scale": (1_000, 1_000_000)}
-QUICK = {"rounds": 3, "target_ms": 0.2, "n_mem": 2_000, "trials": 2, "scale": (1_000, 4_000)}
+# Threads: ~2 ms samples (two workers must both run for the whole sample), best of 40.
+# Spread: the getter rows and their anchors in 10 fresh interpreters (target 8).
+FULL = {"rounds": 400, "target_ms": 0.5, "n_mem": 100_000, "trials": 5, "scale": (1_000, 1_000_000),
+        "thread_rounds": 40, "thread_ms": 2.0, "spread_procs": 10, "spread_rounds": 100}
+QUICK = {"rounds": 3, "target_ms": 0.2, "n_mem": 2_000, "trials": 2, "scale": (1_000, 4_000),
+         "thread_rounds": 4, "thread_ms": 0.2, "spread_procs": 2, "spread_rounds": 3}
 
 
 def machine() -> dict:
@@ -41,14 +45,30 @@ def machine() -> dict:
         "tether": tether.__version__,
         "tether_abi": tether.abi_version(),
         "header_bytes": tether.header_size(),
+        "free_threaded": threads.free_threaded(),
+        "gil_enabled": threads.gil_enabled(),
+        "load": _load(),
     }
 
 
-def run(cfg: dict, log=lambda s: None) -> dict:
-    """Every phase; returns the JSON-able results."""
+def _load() -> str:
+    """The machine's load (uptime's three averages) and what runs right now."""
+    try:
+        with open("/proc/loadavg") as f:
+            a, b, c, running, _ = f.read().split()
+        return f"load average {a}, {b}, {c} (1, 5, 15 min; {running} running/threads)"
+    except OSError:
+        return "unknown"
+
+
+def run(cfg: dict, log=lambda s: None, gil: dict | None = None) -> dict:
+    """Every phase; returns the JSON-able results. ``gil``: threads.probe_gil(), taken before
+    the benchmark's modules were imported (``python -m tether.bench`` does)."""
+    if gil is None:
+        gil = threads.probe_gil()
     import tether
 
-    out: dict = {"machine": machine(), "config": {k: list(v) if isinstance(v, tuple) else v
+    out: dict = {"gil": gil, "machine": machine(), "config": {k: list(v) if isinstance(v, tuple) else v
                                                   for k, v in cfg.items()}}
     out["machine"]["timing"] = (f"timeit, statement unrolled x{timing.UNROLL}, gc disabled, "
                                 f"~{cfg['target_ms']} ms per sample, {cfg['rounds']} rounds "
@@ -67,10 +87,16 @@ def run(cfg: dict, log=lambda s: None) -> dict:
         rounds = max(3, cfg["rounds"] // 4)
         scaling.update(timing.run(scaling_cases(n), rounds, cfg["target_ms"], log))
         gc.collect()
+    log("threads ...")
+    out["threads"] = threads.run(cfg["thread_rounds"], cfg["thread_ms"], log)
+    log(f"spread: getter rows in {cfg['spread_procs']} fresh interpreters ...")
+    out["spread"] = spread.measure(cfg["spread_procs"], cfg["spread_rounds"], cfg["target_ms"])
     log("memory (one fresh interpreter per variant) ...")
     mem = memory.measure_all(cfg["n_mem"])
     hb = tether.header_size()
-    checks = targets.evaluate(times, scaling, small, big, mem, out["identity"], hb)
+    checks = targets.evaluate(times, scaling, small, big, mem, threads.free_threaded(),
+                              out["threads"], out["spread"], gil["refuse_nanobind"])
+    out["machine"]["load_after"] = _load()
     out["times"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
                         "samples_ns": r.samples_ns} for k, r in times.items()}
     out["scaling"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
@@ -96,15 +122,28 @@ def render(res: dict) -> str:
     w(f"- versions: {m['implementation']} {m['python']}, nanobind {m['nanobind']}, "
       f"tether {m['tether']} (ABI {m['tether_abi']}, header {m['header_bytes']} B)")
     w(f"- timing: {m['timing']}; ns per single operation")
+    build = "free-threaded" if m.get("free_threaded") else "GIL"
+    w(f"- build: {build}, GIL {'enabled' if m.get('gil_enabled') else 'disabled'} "
+      f"(PYTHON_GIL={res['gil'].get('env_python_gil')})")
+    w(f"- machine load: at start {m.get('load')}; at end {m.get('load_after', '?')}")
+    refused = res["gil"].get("refuse_nanobind")
+    if refused:
+        w("")
+        w(f"**nanobind ratios refused**: {refused}. Rebuild tether._peers with FREE_THREADED.")
     w("")
     w("## Targets (ratios within this run)")
+    w("")
+    w(f"A ratio meets its limit within {targets.TOLERANCE} (the two decimals printed); "
+      "'>=' marks a lower limit.")
     w("")
     w("| target | measured / baseline | measured | baseline | ratio | limit | met |")
     w("|---|---|---:|---:|---:|---:|---|")
     for c in res["targets"]:
         u = c["unit"]
+        limit = f"{'>= ' if c.get('at_least') else ''}{c['limit']:.2f}"
+        ratio = "-" if c.get("refused") else f"{c['ratio']:.2f}"
         w(f"| {c['target']} | {c['what']} | {c['value']:.1f} {u} | {c['base']:.1f} {u} | "
-          f"{c['ratio']:.2f} | {c['limit']:.2f} | {'MET' if c['met'] else 'missed'} |")
+          f"{ratio} | {limit} | {c.get('verdict', 'MET' if c['met'] else 'missed')} |")
     small, big = res["config"]["scale"]
     refs = []
     for key in ("slots.read", "nb-ref.hot", "nb-ref.cold"):
@@ -122,6 +161,18 @@ def render(res: dict) -> str:
     w("|---|---|---:|---:|")
     for k, r in list(res["times"].items()) + list(res["scaling"].items()):
         w(f"| {k} | {r['what']} | {r['min_ns']:.1f} | {r['median_ns']:.1f} |")
+    w("")
+    lines += threads.render(res.get("threads", {"skipped": "not run"}))
+    sp = res.get("spread")
+    if sp:
+        w("")
+        w(f"## Spread between processes ({sp['processes']} fresh interpreters, "
+          f"{sp['rounds']} rounds each; min per process, ns)")
+        w("")
+        w("| row | spread (slowest / fastest) | min per process |")
+        w("|---|---:|---|")
+        for k, r in sp["rows"].items():
+            w(f"| {k} | {r['spread']:.3f} | " + " ".join(f"{v:.1f}" for v in r["min_ns"]) + " |")
     w("")
     w("## Identity")
     w("")
@@ -149,7 +200,7 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv=None, gil: dict | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tether.bench", description=__doc__)
     p.add_argument("--json", metavar="PATH", help="also write every number (and sample) here")
     p.add_argument("--quick", action="store_true", help="tiny rounds: proves it runs, not how fast")
@@ -162,7 +213,7 @@ def main(argv=None) -> int:
         if getattr(args, k) is not None:
             cfg[k] = getattr(args, k)
     t0 = time.perf_counter()
-    res = run(cfg, lambda s: print(s, file=sys.stderr, flush=True))
+    res = run(cfg, lambda s: print(s, file=sys.stderr, flush=True), gil)
     res["elapsed_s"] = time.perf_counter() - t0
     print(render(res))
     if args.json:

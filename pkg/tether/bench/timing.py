@@ -17,6 +17,7 @@ import timeit
 from typing import Callable
 
 UNROLL = 10
+CALIBRATE_TRIES = 3
 
 
 @dataclasses.dataclass
@@ -36,6 +37,8 @@ class Result:
     key: str
     what: str
     samples_ns: list  # ns per operation, one per round
+    number: int = 0  # timeit loops per sample (x unroll x ops_per_stmt operations)
+    recalibrated: int = 0  # 1 if the first calibration was found too short and redone
 
     @property
     def min(self) -> float:
@@ -64,19 +67,36 @@ class _Job:
         self.ns = case.setup()
         self.timer = timeit.Timer(unrolled(case.stmt, case.unroll), globals=self.ns)
         self.number = 1
+        self.target_s = 0.0
+        self.recalibrated = 0
         self.samples: list = []
 
     def calibrate(self, target_s: float) -> None:
         # Warm-up: first-use caches, and enough executions of every bytecode instruction for
         # CPython's specialising interpreter to settle (it needs dozens per instruction).
         self.timer.timeit(max(64, 640 // (self.case.unroll * self.case.ops_per_stmt)))
+        # Each step takes the minimum of CALIBRATE_TRIES timings: preemption only ever makes a
+        # timing longer, and one preempted timing used to stop the search early and leave the
+        # case with a number tens of times too small for the whole run (issue 13, target 8).
         n = 1
         while True:
-            t = self.timer.timeit(n)
+            t = min(self.timer.timeit(n) for _ in range(CALIBRATE_TRIES))
             if t >= target_s / 4 or n >= 1 << 24:
                 break
             n *= 4
         self.number = max(1, round(n * target_s / max(t, 1e-9)))
+        self.target_s = target_s
+
+    def recalibrate(self) -> bool:
+        """After the first rounds: if the fastest sample so far was shorter than half the target
+        (a calibration made slow by preemption), raise ``number`` and drop those samples."""
+        best_s = min(self.samples) * self.number * self.case.unroll * self.case.ops_per_stmt / 1e9
+        if best_s >= self.target_s / 2:
+            return False
+        self.number = max(1, round(self.number * self.target_s / max(best_s, 1e-9)))
+        self.recalibrated += 1
+        self.samples = []
+        return True
 
     def sample(self) -> None:
         t = self.timer.timeit(self.number)
@@ -91,12 +111,24 @@ def run(cases: list, rounds: int, target_ms: float,
     for j in jobs:
         j.calibrate(target_ms / 1e3)
     t0 = time.perf_counter()
-    for r in range(rounds):
+    check_at = min(rounds - 1, max(2, rounds // 10))  # one check after the first rounds
+    r = 0
+    while r < rounds:
         for j in jobs:
             j.sample()
-        if progress and (r + 1) % max(1, rounds // 5) == 0:
-            progress(f"  round {r + 1}/{rounds} ({time.perf_counter() - t0:.1f} s)")
-    out = {j.case.key: Result(j.case.key, j.case.what, j.samples) for j in jobs}
+        if r == check_at and any([j.recalibrate() for j in jobs]):
+            # some case had too few operations per sample: its samples were dropped; every
+            # case gets the same number of rounds again
+            for j in jobs:
+                j.samples = []
+            r = 0
+            check_at = -1
+            continue
+        r += 1
+        if progress and r % max(1, rounds // 5) == 0:
+            progress(f"  round {r}/{rounds} ({time.perf_counter() - t0:.1f} s)")
+    out = {j.case.key: Result(j.case.key, j.case.what, j.samples, j.number, j.recalibrated)
+           for j in jobs}
     for j in jobs:
         j.ns.clear()
     return out
