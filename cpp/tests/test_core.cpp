@@ -218,11 +218,22 @@ static void fake_settle(Object *obj) noexcept {
     }
 }
 
+/// A stand-in for the bindings' E2 hook: drops the caller's reference (the hook owns that
+/// step, so that the object stays alive until Python may run), then settles.
+static void fake_release_shared(Object *obj) noexcept {
+    std::atomic<uint32_t> &word = ObjectAccess::strong_word(obj);
+    uint32_t old = word.fetch_sub(1);
+    fake_settle(obj);
+    if ((old & Object::count_mask) == 1)
+        tether::detail::on_last_strong(obj);
+}
+
 static void test_count_bits_and_edges() {
     int64_t live0 = live();
     int destroyed0 = g_destroyed.load();
     tether::PythonHooks hooks;
     hooks.settle = &fake_settle;
+    hooks.release_shared = &fake_release_shared;
     tether::detail::set_python_hooks(hooks);
     {
         Ref<Counted> r = make_object<Counted>(1);
@@ -250,7 +261,8 @@ static void test_count_bits_and_edges() {
         d.reset(); // 3 -> 2 with SHARED: no edge
         CHECK(g_settles.load() == 1 && word.load() == (WRAPPED | SHARED | 2));
 
-        // E2: 2 -> 1 with WRAPPED|SHARED calls the hook, which drops SHARED (T5).
+        // E2: 2 -> 1 with WRAPPED|SHARED calls the hook, which drops the reference, then
+        // SHARED (T5).
         c.reset();
         CHECK(g_settles.load() == 2 && word.load() == (WRAPPED | 1));
 
