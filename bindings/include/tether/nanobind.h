@@ -144,35 +144,49 @@ template <typename T> struct type_caster<tether::Ref<T>> {
             tether::py::settle_after_call(quiet_src);
     }
 
-    bool from_python(handle src, uint32_t flags, cleanup_list *cleanup) noexcept {
+    /// HOT: every Ref<T> argument. A usable wrapper of the right type is handled inline;
+    /// None, move tokens, unusable wrappers and reused casters take the out-of-line path.
+    __attribute__((always_inline)) bool from_python(handle src, uint32_t flags,
+                                                    cleanup_list *cleanup) noexcept {
+        PyObject *o = src.ptr();
+        PyTypeObject *tp = tether::py_type<T>();
+        PyTypeObject *type = Py_TYPE(o);
+        tether::Object *obj;
+        if (!quiet_src && tp &&
+            (type == tp || type->tp_base == tp || PyType_IsSubtype(type, tp)) &&
+            (obj = tether::py::object_of(o)) != nullptr) {
+            // A count without the E1 edge (header.h): the destructor settles once the call
+            // has shown whether C++ kept one. (An object without a header never gets the
+            // bits: for it this is a plain count.)
+            tether::py::inc_ref_quiet(obj);
+            value = Value::adopt(static_cast<T *>(obj)); // the type check proved it
+            quiet_src = o;
+            return true;
+        }
+        return from_python_other(o, tp, flags, cleanup);
+    }
+
+    __attribute__((noinline)) bool from_python_other(PyObject *o, PyTypeObject *tp, uint32_t,
+                                                     cleanup_list *) noexcept {
         if (quiet_src) { // containers reuse one caster for every element
             tether::py::settle_after_call(quiet_src);
             quiet_src = nullptr;
+            if (tp && PyObject_TypeCheck(o, tp))
+                if (tether::Object *obj = tether::py::object_of(o)) {
+                    tether::py::inc_ref_quiet(obj);
+                    value = Value::adopt(static_cast<T *>(obj));
+                    quiet_src = o;
+                    return true;
+                }
         }
-        PyObject *o = src.ptr();
         if (o == Py_None) {
             value.reset();
             return true;
         }
-        PyTypeObject *tp = tether::py_type<T>();
         if (!tp)
             return false;
-        if (Py_TYPE(o) == tp || PyType_IsSubtype(Py_TYPE(o), tp)) { // HOT: a wrapper
-            tether::Object *obj = tether::py::object_of(o);
-            if (!obj) {
-                move_src = o; // moved-from or uninitialized: take_move() raises precisely
-                return true;
-            }
-            T *p = static_cast<T *>(obj); // the Python type check proved the dynamic type
-            if (obj->header()) {
-                // A count without the E1 edge (header.h): the destructor settles once the
-                // call has shown whether C++ kept one.
-                tether::py::inc_ref_quiet(obj);
-                value = Value::adopt(p);
-                quiet_src = o;
-            } else {
-                value = Value(p);
-            }
+        if (PyObject_TypeCheck(o, tp)) {
+            move_src = o; // moved-from or uninitialized: take_move() raises precisely
             return true;
         }
         if (PyObject *target = tether::py::move_token_target(o)) {
@@ -181,8 +195,6 @@ template <typename T> struct type_caster<tether::Ref<T>> {
             move_src = target;
             return true;
         }
-        (void) flags;
-        (void) cleanup;
         return false;
     }
 
