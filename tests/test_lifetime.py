@@ -126,7 +126,8 @@ class TestReleaseWhileShared:
         t.release_in_thread(b)  # E2 on a std::thread: the header lets the wrapper go
         assert x.value == 5 and t.use_count(x) == 1
         assert shared() == base
-        assert sys.getrefcount(x) == 2  # our variable and the argument: no header reference
+        alone = t.Inner(6)  # held by one variable only (getrefcount's own count differs by version)
+        assert sys.getrefcount(x) == sys.getrefcount(alone)  # no header reference
 
     def test_objects_made_and_dropped_on_cpp_thread(self):
         before = tether.stats()["live"]

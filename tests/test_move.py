@@ -80,7 +80,8 @@ class TestMoveSharedWrapper:
         assert t.consume(tether.move(w)) == 2  # the outer's count and the wrapper's
         after = tether.stats()
         assert after["shared"] == before["shared"] and after["bound"] == before["bound"] + 1
-        assert sys.getrefcount(w) == 2  # no header reference left on the shell
+        alone = t.Inner(6)  # held by one variable only (getrefcount's own count differs by version)
+        assert sys.getrefcount(w) == sys.getrefcount(alone)  # no header reference on the shell
         del w
         assert r() is None  # the shell died with its last Python reference
         x = o.x  # a fresh wrapper for the object the outer still holds

@@ -103,7 +103,16 @@ private:
         m_func = found;
         Py_INCREF(m_func);
         m_frame = Frame{m_self, m_func, current()};
+        // The frame lives in this Override, which release() unlinks before it goes: GCC 13+
+        // cannot see that and warns (-Wdangling-pointer) where the macros put it on the stack.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
         current() = &m_frame;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif
         return true;
     }
     static bool is_nanobind_function(PyObject *o) noexcept {
