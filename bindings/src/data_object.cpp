@@ -47,10 +47,6 @@ enum class Kind : int { Any = 0, Int = 1, Float = 2, Bool = 3, Str = 4, Object =
 #  define TETHER_UNLOCK_OBJECT() } while (0)
 #endif
 
-bool python_alive() noexcept {
-    return Py_IsInitialized() && !tether::py::compat::is_finalizing();
-}
-
 struct DataObject : Object {
     std::vector<Value> slots;
 
@@ -62,7 +58,7 @@ struct DataObject : Object {
         bool any = false;
         for (const Value &v : slots)
             any = any || std::holds_alternative<PyRef>(v);
-        if (!any || !python_alive())
+        if (!any || !tether::py::compat::interpreter_accepts_threads())
             return; // nothing to release, or too late to enter Python: leak them
         PyGILState_STATE gil = PyGILState_Ensure(); // re-entrant when we already hold it
         for (Value &v : slots)

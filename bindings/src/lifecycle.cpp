@@ -389,7 +389,7 @@ struct PythonEntry {
     bool enter() noexcept {
         if (compat::thread_can_run_python())
             return true;
-        if (!Py_IsInitialized() || compat::is_finalizing())
+        if (!compat::interpreter_accepts_threads())
             return false;
         gil = PyGILState_Ensure(); // a C++ thread: see docs/lifecycle.md, "Threads"
         entered = true;

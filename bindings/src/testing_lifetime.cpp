@@ -112,7 +112,6 @@ void bind_lifetime_types(nb::module_ &m) {
           [](nb::object holder, const char *attr, size_t stack_bytes) {
               // Set holder.<attr> = None on a Python thread-free C++ thread with a small stack,
               // taking the GIL there: the release and every wrapper it frees run on that stack.
-              nb::object none = nb::none();
               struct Arg {
                   nb::object holder;
                   const char *attr;

@@ -35,6 +35,13 @@ inline bool is_finalizing() noexcept {
 #endif
 }
 
+/// Another thread may still attach to the interpreter (PyGILState_Ensure): false before
+/// Py_Initialize, while Py_FinalizeEx runs and after it (attaching then could hang or end the
+/// calling thread).
+inline bool interpreter_accepts_threads() noexcept {
+    return Py_IsInitialized() && !is_finalizing();
+}
+
 /// `name` looked up along type's MRO without descriptors or the metatype (borrowed or null).
 /// Private: _PyType_Lookup (no public equivalent with the same semantics; the type
 /// attribute cache makes it cheap).

@@ -38,7 +38,8 @@ namespace tether::detail {
 class Override {
 public:
     Override(const Object *obj, PyTypeObject *base, const char *name, bool pure) {
-        if (!python_usable() || base == nullptr) { // no interpreter: the C++ method only
+        // No interpreter to enter: the C++ method only.
+        if (!tether::py::compat::interpreter_accepts_threads() || base == nullptr) {
             if (pure)
                 throw std::runtime_error(std::string("tether: pure virtual ") + name +
                                          "() called without a Python interpreter");
@@ -82,12 +83,6 @@ public:
     }
 
 private:
-    /// False before Py_Initialize, during and after finalization (taking the GIL then could
-    /// hang or end the calling thread).
-    static bool python_usable() noexcept {
-        return Py_IsInitialized() && !tether::py::compat::is_finalizing();
-    }
-
     /// True if the Python class of m_self defines `name` itself (not the bound C++ method).
     /// The raw class attribute is looked up without binding, as nanobind does.
     bool resolve(PyTypeObject *base, const char *name) {
