@@ -73,6 +73,12 @@ PyObject *lookup_init(PyTypeObject *type) noexcept {
 #endif
 }
 
+/// For an __init__ without a vectorcall pointer (a callable a user assigned).
+PyObject *vectorcall_generic(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                     PyObject *kwnames) {
+    return PyObject_Vectorcall(callable, args, nargsf, kwnames);
+}
+
 PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t nargsf,
                           PyObject *kwnames) {
     PyTypeObject *type = reinterpret_cast<PyTypeObject *>(type_obj);
@@ -85,6 +91,14 @@ PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t narg
     if (!self)
         return nullptr;
 
+    // HOT: the bound __init__ (a nanobind function) through its vectorcall pointer, without
+    // PyObject_Vectorcall's lookup and result check (the error path below does the check).
+    vectorcallfunc call = vectorcall_generic;
+    PyTypeObject *init_type = Py_TYPE(init);
+    if (PyType_HasFeature(init_type, Py_TPFLAGS_HAVE_VECTORCALL)) // PyVectorcall_Function, inline
+        if (vectorcallfunc f = *reinterpret_cast<vectorcallfunc *>(
+                reinterpret_cast<char *>(init) + init_type->tp_vectorcall_offset))
+            call = f;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     PyObject *rv;
@@ -93,7 +107,7 @@ PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t narg
         PyObject **a = const_cast<PyObject **>(args) - 1;
         PyObject *saved = a[0];
         a[0] = self;
-        rv = PyObject_Vectorcall(init, a, (size_t) (nargs + 1), kwnames);
+        rv = call(init, a, (size_t) (nargs + 1), kwnames);
         a[0] = saved;
     } else {
         PyObject *small[8];
@@ -107,11 +121,14 @@ PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t narg
         a[0] = self;
         for (Py_ssize_t i = 0; i < nargs + nkw; ++i)
             a[i + 1] = args[i];
-        rv = PyObject_Vectorcall(init, a, (size_t) (nargs + 1), kwnames);
+        rv = call(init, a, (size_t) (nargs + 1), kwnames);
         if (a != small)
             PyMem_Free(a);
     }
     if (!rv) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_SystemError, "%s.__init__ failed without setting an exception",
+                         type->tp_name);
         Py_DECREF(self);
         return nullptr;
     }

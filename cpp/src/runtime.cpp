@@ -30,33 +30,67 @@ TypeNames &type_names() {
     return *names;
 }
 
-// ---- counters: one block per thread, summed on read ---------------------------------------
+// ---- per-thread state: the counters and the block cache ----------------------------------
 
-/// Each thread writes only its own block (relaxed load + store, no lock prefix); readers
-/// sum every block plus what exited threads left behind.
-struct ThreadCounts {
-    std::atomic<int64_t> value[counter_count] = {};
-    ThreadCounts *next = nullptr;
+/// Small blocks kept for reuse by the thread that freed them (a LIFO list per size class,
+/// linked through each free block's first word), in front of malloc: make_object and the
+/// last release of a small object cost a pop and a push instead of a malloc/free pair.
+/// Bounded (cache_depth blocks per class); emptied when the thread exits.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#  define TETHER_REUSE_BLOCKS 0 // every block goes back to the sanitizer's malloc
+#else
+#  define TETHER_REUSE_BLOCKS 1
+#endif
+struct BlockCache {
+    static constexpr uint32_t depth = 32;
+    void *head[block_classes + 1] = {};
+    uint32_t count[block_classes + 1] = {};
+
+    void flush() noexcept {
+        for (uint32_t c = 1; c <= block_classes; ++c) {
+            while (void *p = head[c]) {
+                head[c] = *static_cast<void **>(p);
+                std::free(p);
+            }
+            count[c] = 0;
+        }
+    }
 };
+
+/// Each thread writes only its own counters (relaxed load + store, no lock prefix); readers
+/// sum every thread's plus what exited threads left behind.
+struct ThreadState {
+    std::atomic<int64_t> value[counter_count] = {};
+    BlockCache cache;
+    ThreadState *next = nullptr;
+};
+
+__attribute__((tls_model("initial-exec"))) thread_local ThreadState *t_state = nullptr;
 
 struct CountRegistry {
     std::mutex mutex;
-    ThreadCounts *threads = nullptr;
+    ThreadState *threads = nullptr;
     int64_t retired[counter_count] = {};
     pthread_key_t key;
     CountRegistry() { pthread_key_create(&key, &retire); }
 
+    /// Thread exit: keep the thread's counts, free its cached blocks. A tether object
+    /// released later on this thread (another key's destructor) registers it again.
     static void retire(void *p) {
-        auto *mine = static_cast<ThreadCounts *>(p);
+        auto *mine = static_cast<ThreadState *>(p);
+        t_state = nullptr;
         CountRegistry &r = registry();
-        std::lock_guard<std::mutex> guard(r.mutex);
-        for (int i = 0; i < counter_count; ++i)
-            r.retired[i] += mine->value[i].load(std::memory_order_relaxed);
-        for (ThreadCounts **q = &r.threads; *q; q = &(*q)->next)
-            if (*q == mine) {
-                *q = mine->next;
-                break;
-            }
+        {
+            std::lock_guard<std::mutex> guard(r.mutex);
+            for (int i = 0; i < counter_count; ++i)
+                r.retired[i] += mine->value[i].load(std::memory_order_relaxed);
+            for (ThreadState **q = &r.threads; *q; q = &(*q)->next)
+                if (*q == mine) {
+                    *q = mine->next;
+                    break;
+                }
+        }
+        mine->cache.flush();
         delete mine;
     }
     static CountRegistry &registry() {
@@ -65,31 +99,40 @@ struct CountRegistry {
     }
 };
 
-__attribute__((tls_model("initial-exec"))) thread_local ThreadCounts *t_counts = nullptr;
-
-NOINLINE_COLD ThreadCounts *register_thread() noexcept {
+NOINLINE_COLD ThreadState *register_thread() noexcept {
     CountRegistry &r = CountRegistry::registry();
-    auto *mine = new ThreadCounts();
+    auto *mine = new ThreadState();
     {
         std::lock_guard<std::mutex> guard(r.mutex);
         mine->next = r.threads;
         r.threads = mine;
     }
     pthread_setspecific(r.key, mine);
-    t_counts = mine;
+    t_state = mine;
     return mine;
+}
+
+inline ThreadState &this_thread() noexcept {
+    ThreadState *mine = t_state;
+    return mine ? *mine : *register_thread();
+}
+
+inline void add_to(ThreadState &mine, Counter which, int64_t delta) noexcept {
+    std::atomic<int64_t> &v = mine.value[static_cast<int>(which)];
+    v.store(v.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
 }
 
 /// Destroys the payload and drops the weak count the strong counts held together.
 __attribute__((always_inline)) inline void destroy(Object *obj) noexcept {
     void *block = ObjectAccess::block_of(obj); // before ~T: it reads the vtable
+    uint32_t size_class = ObjectAccess::block_class_of(obj);
     // With no WeakRef left (weak == 1, the strong counts' own), none can appear any more:
     // free the block without another atomic read-modify-write.
     bool sole = ObjectAccess::weak_count(obj) == 1;
     obj->~Object();
-    add_count(Counter::live, -1);
+    add_to(this_thread(), Counter::live, -1);
     if (sole) {
-        free_block(block);
+        free_block(block, size_class);
     } else {
         ObjectAccess::remember_block(obj, block);
         obj->dec_weak();
@@ -135,13 +178,7 @@ NOINLINE_COLD void drain(Trashcan &t) noexcept {
 }
 } // namespace
 
-void add_count(Counter which, int64_t delta) noexcept {
-    ThreadCounts *mine = t_counts;
-    if (!mine)
-        mine = register_thread();
-    std::atomic<int64_t> &v = mine->value[static_cast<int>(which)];
-    v.store(v.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
-}
+void add_count(Counter which, int64_t delta) noexcept { add_to(this_thread(), which, delta); }
 
 Stats read_stats() noexcept {
     CountRegistry &r = CountRegistry::registry();
@@ -149,7 +186,7 @@ Stats read_stats() noexcept {
     std::lock_guard<std::mutex> guard(r.mutex);
     for (int i = 0; i < counter_count; ++i)
         sum[i] = r.retired[i];
-    for (ThreadCounts *t = r.threads; t; t = t->next)
+    for (ThreadState *t = r.threads; t; t = t->next)
         for (int i = 0; i < counter_count; ++i)
             sum[i] += t->value[i].load(std::memory_order_relaxed);
     Stats s;
@@ -182,6 +219,17 @@ std::atomic<void *> *type_slot(uint32_t index) noexcept {
 }
 
 void *allocate_block(size_t size, size_t align) {
+    ThreadState &mine = this_thread();
+    add_to(mine, Counter::live, 1); // the object made in it (undone by free_block_unmade)
+    if (uint32_t c = block_class(size, align)) {
+        BlockCache &cache = mine.cache;
+        if (void *p = cache.head[c]) { // HOT: a block this thread freed before
+            cache.head[c] = *static_cast<void **>(p);
+            cache.count[c]--;
+            return p;
+        }
+        size = block_class_size(c); // every block of a class has the class's size
+    }
     void *p;
     if (align <= alignof(std::max_align_t)) {
         p = std::malloc(size);
@@ -189,12 +237,33 @@ void *allocate_block(size_t size, size_t align) {
         size = (size + align - 1) / align * align; // aligned_alloc wants a multiple
         p = std::aligned_alloc(align, size);
     }
-    if (!p)
+    if (!p) {
+        add_to(mine, Counter::live, -1);
         throw std::bad_alloc();
+    }
     return p;
 }
 
-void free_block(void *block) noexcept { std::free(block); }
+void free_block_unmade(void *block, uint32_t size_class) noexcept {
+    add_to(this_thread(), Counter::live, -1);
+    free_block(block, size_class);
+}
+
+void free_block(void *block, uint32_t size_class) noexcept {
+    if (TETHER_REUSE_BLOCKS && size_class != 0) {
+        // Not t_state's first use: a thread that never made an object frees to malloc.
+        if (ThreadState *mine = t_state) {
+            BlockCache &cache = mine->cache;
+            if (cache.count[size_class] < BlockCache::depth) { // HOT
+                *static_cast<void **>(block) = cache.head[size_class];
+                cache.head[size_class] = block;
+                cache.count[size_class]++;
+                return;
+            }
+        }
+    }
+    std::free(block);
+}
 
 void on_share(Object *obj) noexcept {
     if (g_hooks.settle)
@@ -233,7 +302,7 @@ void on_last_strong(Object *obj) noexcept {
 
 void on_last_weak(Object *obj) noexcept {
     // The payload is gone; destroy() left the block's distance in the dead object's bytes.
-    free_block(ObjectAccess::remembered_block(obj));
+    free_block(ObjectAccess::remembered_block(obj), ObjectAccess::block_class_of(obj));
 }
 
 } // namespace tether::detail

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -419,6 +420,73 @@ static void test_constructor_throws() {
     CHECK(live() == live0);
 }
 
+// ---- the block cache (runtime.h: block_class) ----------------------------------------------
+
+struct Big : Object {
+    char payload[4096];
+};
+
+static void test_block_cache() {
+    using tether::detail::block_class;
+    using tether::detail::block_class_size;
+    // Classes: the smallest class whose size (16c + 8: a whole glibc chunk) holds the block.
+    CHECK(block_class(1, 8) == 1 && block_class(24, 8) == 1 && block_class(25, 8) == 2);
+    CHECK(block_class(40, 8) == 2 && block_class(41, 8) == 3 && block_class(248, 8) == 15);
+    CHECK(block_class(249, 8) == 0); // too big: malloc
+    CHECK(block_class(40, 32) == 0); // over-aligned: aligned_alloc
+    for (uint32_t c = 1; c <= 15; ++c) {
+        CHECK(block_class(block_class_size(c), 8) == c);
+        CHECK(block_class(block_class_size(c) + 1, 8) == (c < 15 ? c + 1 : 0));
+    }
+#if !defined(__SANITIZE_ADDRESS__)
+    // A block this thread freed is the next one of its class it allocates.
+    const void *first;
+    {
+        Ref<Counted> a = make_object<Counted>(1);
+        first = a->header();
+    }
+    {
+        Ref<Counted> b = make_object<Counted>(2);
+        CHECK(b->header() == first);
+        CHECK(b->value == 2);
+        CHECK(ObjectHeader::state_of(b->header()->load()) == WrapState::Detached); // fresh header
+    }
+    // Another class does not take it.
+    Ref<Padded> p = make_object<Padded>(3);
+    CHECK(static_cast<const void *>(p->header()) != first);
+#endif
+    // Many objects of many classes, freed in another order, and from another thread: every
+    // count comes back, nothing is reused while alive.
+    int64_t live0 = live();
+    {
+        std::vector<Ref<Object>> keep;
+        for (int i = 0; i < 1000; ++i) {
+            if (i % 3 == 0)
+                keep.push_back(make_object<Counted>(i));
+            else if (i % 3 == 1)
+                keep.push_back(make_object<Padded>(i));
+            else
+                keep.push_back(make_object<Big>());
+        }
+        CHECK(live() == live0 + 1000);
+        std::set<const void *> seen;
+        for (auto &r : keep)
+            seen.insert(r.get());
+        CHECK(seen.size() == 1000);
+        std::thread([&] { keep.clear(); }).join(); // the freeing thread caches, then exits
+        CHECK(live() == live0);
+    }
+    // A constructor that throws gives its block back uncounted (constructor_throws checks
+    // the count); the block is reused.
+    for (int i = 0; i < 100; ++i) {
+        try {
+            make_object<Throws>(true);
+        } catch (const std::runtime_error &) {
+        }
+    }
+    CHECK(live() == live0);
+}
+
 // ---- threads ----------------------------------------------------------------------------------
 
 /// Starts `n` threads running body(i) together (spinning on a shared counter) and joins them.
@@ -649,6 +717,7 @@ int main() {
         {"padded_base", test_padded_base},
         {"opt_out", test_opt_out},
         {"constructor_throws", test_constructor_throws},
+        {"block_cache", test_block_cache},
         {"concurrent_release", test_concurrent_release},
         {"concurrent_make", test_concurrent_make},
         {"made_by_tether", test_made_by_tether},

@@ -28,14 +28,16 @@ struct ObjectAccess {
     /// After T's constructor: layout, type, "made", and the first strong reference. A
     /// constructor that already took references to `this` keeps them (they are added to).
     /// `wrapped`: the reference belongs to a wrapper being made for it (T1, header.h).
+    /// `size_class`: the block's class in the block cache (runtime.h), for free_block.
     static void init(Object *o, uint32_t type_index, size_t header_distance, size_t prefix,
-                     bool wrapped) noexcept {
+                     uint32_t size_class, bool wrapped) noexcept {
         uint32_t log2_prefix = 0;
         while (prefix > 1) {
             prefix >>= 1;
             ++log2_prefix;
         }
-        o->m_info = type_index | Object::info_made | (log2_prefix << Object::info_prefix_shift);
+        o->m_info = type_index | Object::info_made | (log2_prefix << Object::info_prefix_shift) |
+                    (size_class << Object::info_class_shift);
         o->m_header_distance = static_cast<uint32_t>(header_distance);
         uint32_t taken = o->m_strong.load(std::memory_order_relaxed);
         o->m_strong.store((taken + 1) | (wrapped ? Object::wrapped_bit : 0),
@@ -47,6 +49,10 @@ struct ObjectAccess {
         uint32_t log2_prefix = (o->m_info >> Object::info_prefix_shift) & 15;
         size_t prefix = log2_prefix ? (size_t) 1 << log2_prefix : 0;
         return static_cast<char *>(const_cast<void *>(dynamic_cast<const void *>(o))) - prefix;
+    }
+    /// The block's size class (runtime.h). Still readable after the destructor.
+    static uint32_t block_class_of(const Object *o) noexcept {
+        return (o->m_info >> Object::info_class_shift) & 15;
     }
     /// After the destructor: remember the block in the dead object's bytes for on_last_weak.
     static void remember_block(Object *o, void *block) noexcept {
@@ -84,6 +90,8 @@ template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper
     static_assert(sizeof(T) < ((size_t) 1 << 31),
                   "make_object<T>: T is too large for the 32-bit header distance in Object");
 
+    constexpr uint32_t size_class = block_class(prefix + sizeof(T), alignof(T));
+    static_assert(size_class <= 15, "the size class must fit Object's 4 bits");
     char *block = static_cast<char *>(detail::allocate_block(prefix + sizeof(T), alignof(T)));
     char *storage = block + prefix;
     if constexpr (with_header)
@@ -93,7 +101,7 @@ template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper
     try {
         p = new (storage) T(std::forward<Args>(args)...);
     } catch (...) {
-        detail::free_block(block);
+        detail::free_block_unmade(block, size_class);
         throw;
     }
     Object *o = static_cast<Object *>(p);
@@ -101,9 +109,8 @@ template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper
     detail::ObjectAccess::init(
         o, detail::type_index_of<T>(),
         with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0, prefix,
-        with_header && for_wrapper);
-    detail::add_count(Counter::live, 1);
-    return Ref<T>::adopt(p);
+        size_class, with_header && for_wrapper);
+    return Ref<T>::adopt(p); // allocate_block counted it live
 }
 } // namespace detail
 

@@ -107,6 +107,7 @@ private:
     static constexpr uint32_t info_type_mask = 0xffff;   ///< bits 0-15: type index
     static constexpr uint32_t info_made = 1u << 16;      ///< made by make_object
     static constexpr uint32_t info_prefix_shift = 17;    ///< bits 17-20: log2(block prefix)
+    static constexpr uint32_t info_class_shift = 21;     ///< bits 21-24: block size class
 
     mutable std::atomic<uint32_t> m_strong{0};
     mutable std::atomic<uint32_t> m_weak{1};

@@ -16,7 +16,7 @@ namespace tether {
 
 /// Bumped whenever the header, Object's layout or the hook table change. A module built
 /// against other headers than the loaded libtether refuses to import (see check_abi()).
-constexpr uint32_t abi_version = 3; // 3: WRAPPED/SHARED count bits, share hooks, 32-bit layout
+constexpr uint32_t abi_version = 4; // 4: block size class in Object, free_block(block, class)
 
 /// What tether.stats() counts.
 enum class Counter : int {
@@ -58,8 +58,25 @@ TETHER_API uint32_t register_type(const char *mangled_name) noexcept;
 TETHER_API std::atomic<void *> *type_slot(uint32_t index) noexcept;
 constexpr uint32_t max_types = 4096;
 
+/// Size classes of the per-thread block cache (runtime.cpp): class c holds blocks of
+/// 16 * c + 8 bytes, which glibc serves from chunks of exactly 16 * (c + 1) bytes, so
+/// rounding a request up to its class costs no memory there. 0: not cached (larger or
+/// more aligned). The same everywhere: whether blocks are reused at all is libtether's
+/// choice (not in sanitized builds, where reuse would hide a use-after-free).
+constexpr uint32_t block_classes = 15; // up to 248 bytes
+constexpr uint32_t block_class(size_t size, size_t align) noexcept {
+    return align <= 16 && size <= 16 * block_classes + 8
+               ? static_cast<uint32_t>(size <= 24 ? 1 : (size - 8 + 15) / 16)
+               : 0;
+}
+constexpr size_t block_class_size(uint32_t c) noexcept { return 16 * (size_t) c + 8; }
+
+/// A block for make_object, counted as one live object (Counter::live) from here on.
 TETHER_API void *allocate_block(size_t size, size_t align);
-TETHER_API void free_block(void *block) noexcept;
+/// Frees a block (size_class: block_class(size, align) of its allocation).
+TETHER_API void free_block(void *block, uint32_t size_class) noexcept;
+/// The same for a block whose object was never made (its constructor threw): uncounts it.
+TETHER_API void free_block_unmade(void *block, uint32_t size_class) noexcept;
 } // namespace detail
 
 inline Stats stats() noexcept { return detail::read_stats(); }
