@@ -96,7 +96,15 @@ void mark_ready(PyObject *self, Object *obj) noexcept {
 /// Drop WRAPPED (and, if set, SHARED) and the wrapper's own reference in one step. Returns
 /// the old count word. T9 follows when that was the last reference.
 uint32_t release_wrapper_reference(Object *obj) noexcept {
-    uint32_t c = strong(obj).load(std::memory_order_relaxed);
+    uint32_t c = strong(obj).load(std::memory_order_acquire);
+    if (c == (WRAPPED | 1) && detail::ObjectAccess::weak_count(obj) == 1) {
+        // HOT (every object made and dropped from Python): the wrapper holds the only
+        // reference and no WeakRef exists, so no other thread can take one (that needs a
+        // Ref, a WeakRef or the wrapper, which is dying): no read-modify-write needed.
+        strong(obj).store(0, std::memory_order_relaxed);
+        detail::on_last_strong(obj); // T9
+        return c;
+    }
     uint32_t next;
     do {
         TETHER_ASSERT((c & WRAPPED) && (c & COUNT) >= 1, "I2: the wrapper owns one reference");
