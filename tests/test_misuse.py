@@ -311,3 +311,54 @@ class TestSubinterpreter:
         # 3.13: "ImportError: ..."; 3.12 wraps it: "RunFailedError: <class 'ImportError'>: ..."
         assert "ImportError" in lines[0] and "subinterpreters" in lines[0], r.stdout
         assert "main ok" in r.stdout
+
+
+class TestBoundInitReplaced:
+    """The type call caches each bound type's __init__ per version tag (type_slots.cpp,
+    lookup_init). Replacing __init__ on the class, deleting it, or doing so while other
+    threads construct, is seen by the very next construction and never calls a freed one."""
+
+    def test_replacement_is_seen_and_undone(self):
+        original = t.Inner.__dict__["__init__"]
+        calls = []
+
+        def init(self, value=0):
+            calls.append(value)
+            original(self, value + 1)
+
+        t.Inner(1)  # cache the bound one
+        try:
+            t.Inner.__init__ = init
+            assert t.Inner(5).value == 6 and calls == [5]
+        finally:
+            t.Inner.__init__ = original
+        assert t.Inner(5).value == 5 and calls == [5]
+
+    def test_replaced_while_other_threads_construct(self):
+        code = textwrap.dedent("""
+            import threading
+            from tether import testing as t
+            original = t.Inner.__dict__["__init__"]
+            stop = threading.Event()
+            made = [0] * 4
+            def work(i):
+                while not stop.is_set():
+                    t.Inner(i)
+                    made[i] += 1
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+            for th in threads:
+                th.start()
+            for n in range(2000):
+                # a new function object each time: the old one may be freed unless kept
+                t.Inner.__init__ = (lambda self, v=0, n=n: original(self, v))
+                t.Inner.__init__ = original
+            stop.set()
+            for th in threads:
+                th.join()
+            assert all(made), made
+            assert t.Inner(3).value == 3
+            print("ok")
+        """)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

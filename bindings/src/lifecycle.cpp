@@ -95,16 +95,22 @@ void mark_ready(PyObject *self, Object *obj) noexcept {
 
 /// Drop WRAPPED (and, if set, SHARED) and the wrapper's own reference in one step. Returns
 /// the old count word. T9 follows when that was the last reference.
+/// In T6: the dying wrapper holds the object's only reference and no WeakRef exists. Then no
+/// other thread can take a reference or reach the header (that needs a Ref, a WeakRef, or
+/// the wrapper, whose refcount is zero), so T6 needs neither the lock nor an atomic
+/// read-modify-write.
+bool sole_reference(Object *obj) noexcept {
+    return strong(obj).load(std::memory_order_acquire) == (WRAPPED | 1) &&
+           detail::ObjectAccess::weak_count(obj) == 1;
+}
+
 uint32_t release_wrapper_reference(Object *obj) noexcept {
-    uint32_t c = strong(obj).load(std::memory_order_acquire);
-    if (c == (WRAPPED | 1) && detail::ObjectAccess::weak_count(obj) == 1) {
-        // HOT (every object made and dropped from Python): the wrapper holds the only
-        // reference and no WeakRef exists, so no other thread can take one (that needs a
-        // Ref, a WeakRef or the wrapper, which is dying): no read-modify-write needed.
+    if (sole_reference(obj)) { // HOT: see sole_reference
         strong(obj).store(0, std::memory_order_relaxed);
         detail::on_last_strong(obj); // T9
-        return c;
+        return WRAPPED | 1;
     }
+    uint32_t c = strong(obj).load(std::memory_order_relaxed);
     uint32_t next;
     do {
         TETHER_ASSERT((c & WRAPPED) && (c & COUNT) >= 1, "I2: the wrapper owns one reference");
@@ -464,7 +470,14 @@ void tether_dealloc(PyObject *self) noexcept {
     Object *obj = object_of(self);
     ObjectHeader *h = obj ? obj->header() : nullptr;
     bool tied = false;
-    if (h) {
+    if (h && sole_reference(obj)) {
+        // HOT (every object made and dropped from Python): no other thread can reach the
+        // header (see sole_reference), so no lock.
+        if (ObjectHeader::wrapper_of(h->load()) == self) {
+            publish(h, nullptr, WrapState::Detached);
+            tied = true;
+        }
+    } else if (h) {
         WordLock lock(h);
         uintptr_t word = h->load();
         if (ObjectHeader::wrapper_of(word) == self) {

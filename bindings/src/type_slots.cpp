@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include <atomic>
+#include <vector>
 
 namespace tether::py {
 
@@ -48,14 +49,11 @@ PyObject *tp_new_impl(PyTypeObject *type, PyObject *, PyObject *) {
     return alloc_wrapper(type);
 }
 
-/// Calling a bound tether type: make the wrapper, then run the bound __init__ on it, which
-/// creates the object with make_object and ties the two (bind_new). Python subclasses do
-/// not use this: CPython's type call runs tp_new_impl and then their own __init__.
-/// The bound __init__ of `type` (borrowed). HOT: every construction. GIL builds keep the
-/// last answer per type while the type's version tag is unchanged (any change to the type
-/// or its bases gives it a new tag); free-threaded builds ask the type cache each time.
-PyObject *lookup_init(PyTypeObject *type) noexcept {
+/// The bound __init__ of `type` (borrowed). HOT: every construction. The last answer per
+/// type is kept while the type's version tag is unchanged (any change to the type or its
+/// bases gives it a new tag; tag 0 means "no tag": not cached).
 #if !defined(Py_GIL_DISABLED)
+PyObject *lookup_init(PyTypeObject *type) noexcept {
     struct Entry {
         PyTypeObject *type;
         unsigned int version;
@@ -68,10 +66,63 @@ PyObject *lookup_init(PyTypeObject *type) noexcept {
     PyObject *init = compat::type_lookup(type, g_str_init); // assigns a version tag if it can
     e = Entry{type, type->tp_version_tag, init};
     return init;
-#else
-    return compat::type_lookup(type, g_str_init);
-#endif
 }
+#else
+/// Free-threaded: the same cache, read without a lock or any write to shared memory (so
+/// construction scales across threads): each entry has a sequence count, odd while a writer
+/// (serialised by a mutex) changes it. The cache keeps a reference to every __init__ it has
+/// held, so an answer read just as another thread replaces __init__ stays a live object:
+/// one per (type, version tag), and CPython gives a type at most ~1000 tags.
+struct InitEntry {
+    std::atomic<uint32_t> seq{0};
+    std::atomic<PyTypeObject *> type{nullptr};
+    std::atomic<unsigned int> version{0};
+    std::atomic<PyObject *> init{nullptr};
+};
+InitEntry g_init_cache[64];
+PyMutex g_init_cache_mutex = {0};
+std::vector<PyObject *> *g_init_kept = nullptr; // under g_init_cache_mutex; never freed
+
+unsigned int version_tag(PyTypeObject *type) noexcept {
+    return __atomic_load_n(&type->tp_version_tag, __ATOMIC_ACQUIRE);
+}
+
+PyObject *lookup_init(PyTypeObject *type) noexcept {
+    InitEntry &e = g_init_cache[(reinterpret_cast<uintptr_t>(type) >> 6) & 63];
+    unsigned int v = version_tag(type);
+    uint32_t s1 = e.seq.load(std::memory_order_acquire);
+    if (v != 0 && !(s1 & 1)) {
+        PyTypeObject *t = e.type.load(std::memory_order_relaxed);
+        unsigned int ev = e.version.load(std::memory_order_relaxed);
+        PyObject *init = e.init.load(std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (e.seq.load(std::memory_order_relaxed) == s1 && t == type && ev == v)
+            return init;
+    }
+    PyObject *init = compat::type_lookup(type, g_str_init); // assigns a version tag if it can
+    if (!init || v == 0 || version_tag(type) != v)
+        return init; // untagged, or changed meanwhile: do not cache
+    PyMutex_Lock(&g_init_cache_mutex);
+    if (!g_init_kept)
+        g_init_kept = new std::vector<PyObject *>();
+    bool kept = false;
+    for (PyObject *k : *g_init_kept)
+        kept = kept || k == init;
+    if (!kept) {
+        Py_INCREF(init);
+        g_init_kept->push_back(init);
+    }
+    uint32_t s = e.seq.load(std::memory_order_relaxed);
+    e.seq.store(s + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    e.type.store(type, std::memory_order_relaxed);
+    e.version.store(v, std::memory_order_relaxed);
+    e.init.store(init, std::memory_order_relaxed);
+    e.seq.store(s + 2, std::memory_order_release);
+    PyMutex_Unlock(&g_init_cache_mutex);
+    return init;
+}
+#endif
 
 /// For an __init__ without a vectorcall pointer (a callable a user assigned).
 PyObject *vectorcall_generic(PyObject *callable, PyObject *const *args, size_t nargsf,
@@ -79,6 +130,9 @@ PyObject *vectorcall_generic(PyObject *callable, PyObject *const *args, size_t n
     return PyObject_Vectorcall(callable, args, nargsf, kwnames);
 }
 
+/// Calling a bound tether type: make the wrapper, then run the bound __init__ on it, which
+/// creates the object with make_object and ties the two (bind_new). Python subclasses do
+/// not use this: CPython's type call runs tp_new_impl and then their own __init__.
 PyObject *type_vectorcall(PyObject *type_obj, PyObject *const *args, size_t nargsf,
                           PyObject *kwnames) {
     PyTypeObject *type = reinterpret_cast<PyTypeObject *>(type_obj);
