@@ -51,7 +51,7 @@ import sysconfig
 import threading
 import time
 
-from .timing import UNROLL
+from .timing import UNROLL, local_names
 
 
 def free_threaded() -> bool:
@@ -143,10 +143,13 @@ def _factories() -> dict:
 
 
 def _compile(stmt: str, ns: dict):
+    # The case's names are locals of the loop (default arguments): see timing.local_names.
     body = "\n".join(["        " + stmt] * UNROLL)
-    src = f"def _loop(_n):\n    for _i in range(_n):\n{body}\n"
-    exec(compile(src, "<tether.bench.threads>", "exec"), ns)
-    return ns.pop("_loop")
+    params = "".join(f", {k}=_ns[{k!r}]" for k in local_names(ns))
+    src = f"def _loop(_n{params}):\n    for _i in range(_n):\n{body}\n"
+    scope = {**ns, "_ns": ns}
+    exec(compile(src, "<tether.bench.threads>", "exec"), scope)
+    return scope["_loop"]
 
 
 class _Pool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sysconfig
 import time
 import timeit
 from typing import Callable
@@ -53,19 +54,47 @@ def unrolled(stmt: str, times: int = UNROLL) -> str:
     return "\n".join([stmt] * times)
 
 
+_FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def local_names(ns: dict) -> list:
+    """The names of ``ns`` the loops bind as local variables: on free-threaded builds only.
+    There 3.13 does not specialise global lookups, so each one is a dict probe whose cost
+    depends on the process's string hashes (a row moved by up to 30 % between processes).
+    GIL builds specialise them (LOAD_GLOBAL_MODULE) and keep the globals, as every earlier
+    run did: locals change the GIL rows' ratios (nb.echo gains 4 ns, tether.echo 2.4)."""
+    if not _FREE_THREADED:
+        return []
+    return [k for k in ns if k.isidentifier() and not k.startswith("__")]
+
+
+def bind_locals(ns: dict, indent: str) -> str:
+    """Source lines making every name of ``ns`` a local, read from the global ``_ns``."""
+    return "".join(f"{indent}{k} = _ns[{k!r}]\n" for k in local_names(ns))
+
+
 def compile_loop(case: Case, ns: dict, times: int = UNROLL) -> Callable[[], None]:
     """A zero-argument function running the case's statement ``times`` times (pytest-benchmark)."""
-    body = "\n".join("    " + line for line in unrolled(case.stmt, times).splitlines())
-    code = compile(f"def _bench_loop():\n{body}\n", f"<tether.bench {case.key}>", "exec")
-    exec(code, ns)
-    return ns.pop("_bench_loop")
+    body = "\n".join("        " + line for line in unrolled(case.stmt, times).splitlines())
+    src = f"def _make():\n{bind_locals(ns, '    ')}    def _bench_loop():\n{body}\n"
+    scope = dict(ns) if not local_names(ns) else {}  # GIL builds: the names stay globals
+    scope["_ns"] = ns
+    if local_names(ns):  # closures read cells; pass them as defaults: plain locals
+        names = ", ".join(f"{k}={k}" for k in local_names(ns))
+        src = src.replace("def _bench_loop():", f"def _bench_loop({names}):")
+    src += "    return _bench_loop\n"
+    exec(compile(src, f"<tether.bench {case.key}>", "exec"), scope)
+    return scope["_make"]()
 
 
 class _Job:
     def __init__(self, case: Case) -> None:
         self.case = case
         self.ns = case.setup()
-        self.timer = timeit.Timer(unrolled(case.stmt, case.unroll), globals=self.ns)
+        # The names are locals of timeit's inner function (see local_names).
+        self.timer = timeit.Timer(unrolled(case.stmt, case.unroll),
+                                  setup=bind_locals(self.ns, "").rstrip("\n") or "pass",
+                                  globals={**self.ns, "_ns": self.ns})
         self.number = 1
         self.target_s = 0.0
         self.recalibrated = 0
