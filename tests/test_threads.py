@@ -158,3 +158,16 @@ class TestCppThreadsReleaseWhilePythonReads:
         assert not errors, errors[:3]
         assert released[0] > 0
         del outers
+
+
+class TestWeakLockRacesWrapperDeath:
+    """A std::thread locks a WeakRef (and drops the WeakRef) in the instant Python drops the
+    object's only wrapper (T6). T6 takes no lock or compare-exchange when the wrapper holds
+    the only count and no WeakRef exists; a WeakRef that existed must make it take the slow
+    path whoever wins. Either the lock fails, or it sees the live object; nothing leaks."""
+
+    def test_weak_lock_against_t6(self, baseline):
+        won = t.race_weak_lock(2000)
+        assert 0 <= won <= 2000
+        settle()
+        assert tether.stats()["live"] == baseline["live"]

@@ -98,10 +98,13 @@ void mark_ready(PyObject *self, Object *obj) noexcept {
 /// In T6: the dying wrapper holds the object's only reference and no WeakRef exists. Then no
 /// other thread can take a reference or reach the header (that needs a Ref, a WeakRef, or
 /// the wrapper, whose refcount is zero), so T6 needs neither the lock nor an atomic
-/// read-modify-write.
+/// read-modify-write. The weak count is read first: a thread that locked a WeakRef and then
+/// dropped it released the weak count after taking its strong one, so once we read weak == 1
+/// (acquire) the strong read sees that count and the slow path runs.
 bool sole_reference(Object *obj) noexcept {
-    return strong(obj).load(std::memory_order_acquire) == (WRAPPED | 1) &&
-           detail::ObjectAccess::weak_count(obj) == 1;
+    if (detail::ObjectAccess::weak_count(obj) != 1) // acquire
+        return false;
+    return strong(obj).load(std::memory_order_acquire) == (WRAPPED | 1);
 }
 
 uint32_t release_wrapper_reference(Object *obj) noexcept {

@@ -3,6 +3,8 @@
 // made by make_object, very large objects, C++ chains, releases from C++ threads)
 #include <tether/nanobind.h>
 
+#include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -51,6 +53,47 @@ void bind_lifetime_types(nb::module_ &m) {
              "The embedded Leaf as Leaf&: refused with TypeError.")
         .def("leaf_ptr", [](Holder &h) -> Leaf * { return &h.leaf; }, nb::rv_policy::reference,
              "The embedded Leaf as Leaf*: refused with TypeError.");
+    m.def("race_weak_lock",
+          [](int64_t rounds) {
+              // Each round: a Leaf owned by its wrapper alone, a WeakRef to it, and a
+              // std::thread that locks the WeakRef (then drops it) while this thread drops
+              // the wrapper (T6). Whichever wins, the object is alive while locked and freed
+              // exactly once. Returns how many rounds the thread's lock won.
+              int64_t won = 0;
+              nb::object type = nb::module_::import_("tether.testing").attr("Leaf");
+              for (int64_t i = 0; i < rounds; ++i) {
+                  nb::object w = type(i);
+                  tether::WeakRef<Leaf> weak(nb::cast<Leaf *>(w));
+                  std::atomic<int> go{0}, ready{0};
+                  int64_t seen = -1;
+                  std::thread t([&] {
+                      ready.store(1, std::memory_order_release);
+                      while (!go.load(std::memory_order_acquire)) {
+                      }
+                      for (int64_t k = 0; k < (i * 7) % 64; ++k) // vary the interleaving
+                          ready.fetch_add(0, std::memory_order_relaxed);
+                      Ref<Leaf> r = weak.lock();
+                      weak.reset(); // the weak count goes back to 1 while r holds the object
+                      if (r)
+                          seen = r->value;
+                  }); // r's release may need the GIL (E1/E2 hooks): released below
+                  while (!ready.load(std::memory_order_acquire)) {
+                  }
+                  go.store(1, std::memory_order_release);
+                  w.reset(); // T6 (and T9 if the thread has not locked yet)
+                  {
+                      nb::gil_scoped_release no_gil;
+                      t.join();
+                  }
+                  if (seen != -1) {
+                      if (seen != i)
+                          throw std::runtime_error("race_weak_lock: locked a wrong object");
+                      ++won;
+                  }
+              }
+              return won;
+          },
+          "rounds"_a);
     m.def("call_with_stack_leaf",
           [](nb::callable fn) {
               Leaf local(3);

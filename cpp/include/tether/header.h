@@ -61,7 +61,9 @@
 //   T6 die       BOUND(w) -> DETACHED   w's refcount reached zero (never while SHARED):
 //                                        tp_dealloc drops WRAPPED and w's reference (T9 may
 //                                        follow). A count taken meanwhile by a C++ thread
-//                                        keeps the object, without a wrapper.
+//                                        keeps the object, without a wrapper. When w holds
+//                                        the only count and no WeakRef exists, nothing can
+//                                        race it: no lock, no compare-exchange.
 //   T7 move      BOUND(w) -> DETACHED   tether.move(w): w's reference becomes the C++
 //                                        callee's; w becomes a moved-from shell.
 //   T8 orphan    BOUND(w) -> DETACHED   an edge after the interpreter finalized: w belongs to
@@ -88,7 +90,9 @@
 // Threads. GIL builds: T1-T8 run under the GIL (a C++ thread's E1/E2 takes it); counts
 // change from any thread. Free-threaded builds: the word and the count's bits change under
 // the header's stripe lock and by compare-exchange, so two threads never both make the
-// same transition.
+// same transition. Two transitions need neither, because no other thread can reach the
+// header: T1 while the object has its one count, T6 while w holds the only count and no
+// WeakRef exists (a new count needs a Ref, a WeakRef or the wrapper).
 #pragma once
 
 #include <atomic>
