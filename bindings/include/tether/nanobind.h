@@ -405,10 +405,10 @@ private:
         if (!doc) // help() always says something: "value: int"
             doc = (new std::string(std::string(name) + ": " + fields::describe(annotation)))
                       ->c_str(); // lives with the type
-        auto *f = new fields::Field<T, M>{member, tp->tp_name, name, {}}; // lives with the type
-        f->def = PyGetSetDef{name, &fields::get<T, M>, writable ? &fields::set<T, M> : nullptr,
-                             doc, f};
-        nb::object descr = nb::steal(PyDescr_NewGetSet(tp, &f->def));
+        auto *def = new PyGetSetDef{name, &fields::get<T, M>,                // lives with the type
+                                    writable ? &fields::set<T, M> : nullptr, doc,
+                                    fields::Field<T, M>::closure(member)};
+        nb::object descr = nb::steal(PyDescr_NewGetSet(tp, def));
         if (!descr.is_valid())
             throw nb::python_error();
         nb::setattr(*this, name, descr);
