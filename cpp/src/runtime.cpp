@@ -35,7 +35,7 @@ TypeNames &type_names() {
 /// Small blocks kept for reuse by the thread that freed them (a LIFO list per size class,
 /// linked through each free block's first word), in front of malloc: make_object and the
 /// last release of a small object cost a pop and a push instead of a malloc/free pair.
-/// Bounded (cache_depth blocks per class); emptied when the thread exits.
+/// Bounded (BlockCache::depth blocks per class); emptied when the thread exits.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #  define TETHER_REUSE_BLOCKS 0 // every block goes back to the sanitizer's malloc
 #else

@@ -70,7 +70,8 @@
 //                                        a dead interpreter; it is leaked, never touched, and
 //                                        its reference released.
 //   T9 destroy   n = 0                  detail::on_last_strong (runtime.cpp): ~T, then the
-//                                        block is freed (or when the last WeakRef goes).
+//                                        block is freed (or when the last WeakRef goes),
+//                                        small blocks into the thread's block cache.
 //                                        Destructions started inside a destructor are queued
 //                                        and run one after another (a trashcan): releasing a
 //                                        chain of a million objects uses constant C stack.
