@@ -295,6 +295,13 @@ template <typename M> PyObject *view_of(PyObject *self, M &member) noexcept {
     return r;
 }
 
+/// Making a wrapper allocates, which may run the GC and a __del__ that reassigns the very
+/// field being read: convert a copy that holds its own counts.
+template <typename M> __attribute__((noinline)) PyObject *get_copy(const M &v) noexcept {
+    M copy = v;
+    return to_python(copy);
+}
+
 template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
     M T::*const member = Field<T, M>::member(closure);
     T *t = self_object<T>(self);
@@ -328,14 +335,10 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
                 if (PyObject *p = py::wrap_bound(v.get()))
                     return p;
         }
-        if constexpr (std::is_arithmetic_v<M> || is_weak_ref<M>::value) {
+        if constexpr (std::is_arithmetic_v<M> || is_weak_ref<M>::value)
             return to_python(v); // a WeakRef is locked into a Ref of its own first
-        } else {
-            // Making a wrapper allocates, which may run the GC and a __del__ that reassigns
-            // this very field: convert a copy that holds its own counts.
-            M copy = v;
-            return to_python(copy);
-        }
+        else
+            return get_copy(v); // out of line: the hot path above saves no registers
 #endif
     }
 }
