@@ -19,6 +19,8 @@
 
 #include <tether/compat.h>
 
+#include <optional>
+
 #if defined(Py_GIL_DISABLED)
 #include <thread>
 #endif
@@ -93,8 +95,6 @@ void mark_ready(PyObject *self, Object *obj) noexcept {
     w->state.state = state_ready;
 }
 
-/// Drop WRAPPED (and, if set, SHARED) and the wrapper's own reference in one step. Returns
-/// the old count word. T9 follows when that was the last reference.
 /// In T6: the dying wrapper holds the object's only reference and no WeakRef exists. Then no
 /// other thread can take a reference or reach the header (that needs a Ref, a WeakRef, or
 /// the wrapper, whose refcount is zero), so T6 needs neither the lock nor an atomic
@@ -107,12 +107,9 @@ bool sole_reference(Object *obj) noexcept {
     return strong(obj).load(std::memory_order_acquire) == (WRAPPED | 1);
 }
 
+/// Drop WRAPPED (and, if set, SHARED) and the wrapper's own reference in one step. Returns
+/// the old count word. T9 follows when that was the last reference.
 uint32_t release_wrapper_reference(Object *obj) noexcept {
-    if (sole_reference(obj)) { // HOT: see sole_reference
-        strong(obj).store(0, std::memory_order_relaxed);
-        detail::on_last_strong(obj); // T9
-        return WRAPPED | 1;
-    }
     uint32_t c = strong(obj).load(std::memory_order_relaxed);
     uint32_t next;
     do {
@@ -473,17 +470,14 @@ void tether_dealloc(PyObject *self) noexcept {
     Object *obj = object_of(self);
     ObjectHeader *h = obj ? obj->header() : nullptr;
     bool tied = false;
-    if (h && sole_reference(obj)) {
-        // HOT (every object made and dropped from Python): no other thread can reach the
-        // header (see sole_reference), so no lock.
+    // HOT (every object made and dropped from Python): with the only reference, no other
+    // thread can reach the header or the count (see sole_reference): no lock, no RMW.
+    bool alone = h && sole_reference(obj);
+    if (h) {
+        std::optional<WordLock> lock;
+        if (!alone)
+            lock.emplace(h);
         if (ObjectHeader::wrapper_of(h->load()) == self) {
-            publish(h, nullptr, WrapState::Detached);
-            tied = true;
-        }
-    } else if (h) {
-        WordLock lock(h);
-        uintptr_t word = h->load();
-        if (ObjectHeader::wrapper_of(word) == self) {
             TETHER_ASSERT(!(strong(obj).load() & SHARED), "I4: a SHARED wrapper died");
             publish(h, nullptr, WrapState::Detached);
             tied = true;
@@ -504,8 +498,12 @@ void tether_dealloc(PyObject *self) noexcept {
         Py_CLEAR(*reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_dictoffset));
     tp->tp_free(self);
     Py_DECREF(tp); // heap type instances own a reference to their type
-    if (tied)
+    if (tied && alone) {
+        strong(obj).store(0, std::memory_order_relaxed); // WRAPPED | 1: ours was the only one
+        detail::on_last_strong(obj);                     // T9
+    } else if (tied) {
         release_wrapper_reference(obj); // may destroy the object (T9)
+    }
     else if (obj)
         obj->dec_ref(); // an untied wrapper (opted-out type) owns a plain count
 }

@@ -126,7 +126,7 @@ PyObject *lookup_init(PyTypeObject *type) noexcept {
 
 /// For an __init__ without a vectorcall pointer (a callable a user assigned).
 PyObject *vectorcall_generic(PyObject *callable, PyObject *const *args, size_t nargsf,
-                                     PyObject *kwnames) {
+                             PyObject *kwnames) {
     return PyObject_Vectorcall(callable, args, nargsf, kwnames);
 }
 

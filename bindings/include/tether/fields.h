@@ -196,8 +196,8 @@ template <typename M> const char *cpp_number_name() {
 
 /// The member pointer M T::* carried in a getset closure, bit for bit. Reading it back is a
 /// register move, where a pointer to a struct holding it cost the getter a dependent load at
-/// the head of its chain (measured: hot `a.x` 13.7 -> 12.3 ns, and the process-to-process
-/// spread of the row gone; bench/README.md, target 8).
+/// the head of its chain (measured: hot `a.x` about 0.5 ns faster, and the row's spread over
+/// 10 processes above 10 % in 1 of 6 runs instead of 4 of 6; bench/README.md, target 8).
 template <typename T, typename M> struct Field {
     static_assert(sizeof(M T::*) <= sizeof(void *), "a member pointer wider than a pointer");
     static void *closure(M T::*member) noexcept {
