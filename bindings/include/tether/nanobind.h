@@ -152,15 +152,17 @@ template <typename T> struct type_caster<tether::Ref<T>> {
         PyTypeObject *tp = tether::py_type<T>();
         PyTypeObject *type = Py_TYPE(o);
         tether::Object *obj;
-        if (!quiet_src && tp &&
+        if (!quiet_src && !value && tp &&
             (type == tp || type->tp_base == tp || PyType_IsSubtype(type, tp)) &&
             (obj = tether::py::object_of(o)) != nullptr) {
+            // Fields first, the locked add last (measured: echo(x) 0.5 ns faster than the
+            // other order on 3.11).
+            value = Value::adopt(static_cast<T *>(obj)); // the type check proved it
+            quiet_src = o;
             // A count without the E1 edge (header.h): the destructor settles once the call
             // has shown whether C++ kept one. (An object without a header never gets the
             // bits: for it this is a plain count.)
             tether::py::inc_ref_quiet(obj);
-            value = Value::adopt(static_cast<T *>(obj)); // the type check proved it
-            quiet_src = o;
             return true;
         }
         return from_python_other(o, tp, flags, cleanup);
@@ -168,14 +170,16 @@ template <typename T> struct type_caster<tether::Ref<T>> {
 
     __attribute__((noinline)) bool from_python_other(PyObject *o, PyTypeObject *tp, uint32_t,
                                                      cleanup_list *) noexcept {
-        if (quiet_src) { // containers reuse one caster for every element
-            tether::py::settle_after_call(quiet_src);
+        if (quiet_src || value) { // containers reuse one caster for every element
+            value.reset(); // normally moved out already
+            if (quiet_src)
+                tether::py::settle_after_call(quiet_src);
             quiet_src = nullptr;
             if (tp && PyObject_TypeCheck(o, tp))
                 if (tether::Object *obj = tether::py::object_of(o)) {
-                    tether::py::inc_ref_quiet(obj);
                     value = Value::adopt(static_cast<T *>(obj));
                     quiet_src = o;
+                    tether::py::inc_ref_quiet(obj);
                     return true;
                 }
         }
