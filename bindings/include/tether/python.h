@@ -65,13 +65,23 @@ inline PyObject *wrap_bound(Object *obj) noexcept {
     // read again after it (bindings/src/lifecycle.cpp).
     return wrap_bound_unlocked(obj);
 #else
-    if (ObjectHeader *h = obj->header()) {
-        uintptr_t w = h->load();
-        if (ObjectHeader::state_of(w) == WrapState::Bound) {
-            PyObject *p = static_cast<PyObject *>(ObjectHeader::wrapper_of(w));
-            Py_INCREF(p);
-            return p;
-        }
+    // Object::header() with the common distance as a constant: when the Object base comes
+    // first and alignof(T) <= 8 the header is the 8 bytes before obj, an address the CPU
+    // has before the distance arrives, so the word's load overlaps the distance's instead of
+    // following it (hot a.x about 0.3 ns faster on 3.11).
+    const char *base = reinterpret_cast<const char *>(obj);
+    uint32_t d = detail::ObjectAccess::header_distance(obj);
+    uintptr_t w;
+    if (__builtin_expect(d == sizeof(ObjectHeader), 1))
+        w = reinterpret_cast<const ObjectHeader *>(base - sizeof(ObjectHeader))->load();
+    else if (d == 0)
+        return nullptr; // not made by make_object: no header
+    else
+        w = reinterpret_cast<const ObjectHeader *>(base - d)->load();
+    if (ObjectHeader::state_of(w) == WrapState::Bound) {
+        PyObject *p = static_cast<PyObject *>(ObjectHeader::wrapper_of(w));
+        Py_INCREF(p);
+        return p;
     }
     return nullptr;
 #endif

@@ -59,6 +59,8 @@ struct ObjectAccess {
         o->m_header_distance =
             static_cast<uint32_t>(reinterpret_cast<char *>(o) - static_cast<char *>(block));
     }
+    /// I6's distance; 0 for an object without a header.
+    static uint32_t header_distance(const Object *o) noexcept { return o->m_header_distance; }
     static void *remembered_block(Object *o) noexcept {
         return reinterpret_cast<char *>(o) - o->m_header_distance;
     }
