@@ -104,18 +104,28 @@ PyObject *to_python(const Value &v) noexcept {
     }
 }
 
+PyObject *no_such_field(const Slot *s) noexcept {
+    return PyErr_Format(PyExc_AttributeError, "%s.%s: this object has no such field",
+                        s->owner.c_str(), s->name.c_str());
+}
+
 PyObject *slot_get(PyObject *self, void *closure) noexcept {
     auto *s = static_cast<Slot *>(closure);
+    PyObject *result = nullptr;
+    bool unusable = false, missing = false;
+    TETHER_LOCK_OBJECT(self); // tether.move() takes it too: the object stays during the read
     DataObject *d = data_of(self);
     if (!d)
-        return tether::py::raise_unusable(self);
-    if (s->index >= d->slots.size())
-        return PyErr_Format(PyExc_AttributeError, "%s.%s: this object has no such field",
-                            s->owner.c_str(), s->name.c_str());
-    PyObject *result;
-    TETHER_LOCK_OBJECT(self);
-    result = to_python(d->slots[s->index]);
+        unusable = true;
+    else if (s->index >= d->slots.size())
+        missing = true;
+    else
+        result = to_python(d->slots[s->index]);
     TETHER_UNLOCK_OBJECT();
+    if (unusable)
+        return tether::py::raise_unusable(self);
+    if (missing)
+        return no_such_field(s);
     return result;
 }
 
@@ -238,14 +248,8 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
                      s->name.c_str());
         return -1;
     }
-    DataObject *d = data_for_write(self);
-    if (!d)
+    if (!data_for_write(self))
         return -1;
-    if (s->index >= d->slots.size()) {
-        PyErr_Format(PyExc_AttributeError, "%s.%s: this object has no such field",
-                     s->owner.c_str(), s->name.c_str());
-        return -1;
-    }
     Value fresh;
     if (!from_python(s, value, fresh)) {
         if (auto *r = std::get_if<PyRef>(&fresh))
@@ -253,12 +257,32 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
         return -1;
     }
     // Swap first, release the old value last: its release may run arbitrary Python code
-    // (a __del__, or a wrapper dying) that reads this very field.
+    // (a __del__, or a wrapper dying) that reads this very field. The object is looked up
+    // only now: converting the value may have run Python code (__float__, __index__,
+    // __instancecheck__) that moved it into C++, where it may already be gone.
     Value old;
+    bool unusable = false, missing = false;
     TETHER_LOCK_OBJECT(self);
-    old = std::move(d->slots[s->index]);
-    d->slots[s->index] = std::move(fresh);
+    DataObject *d = data_of(self);
+    if (!d) {
+        unusable = true;
+    } else if (s->index >= d->slots.size()) {
+        missing = true;
+    } else {
+        old = std::move(d->slots[s->index]);
+        d->slots[s->index] = std::move(fresh);
+    }
     TETHER_UNLOCK_OBJECT();
+    if (unusable || missing) {
+        if (auto *r = std::get_if<PyRef>(&fresh))
+            Py_DECREF(r->ptr);
+        fresh = std::monostate{}; // a Ref<Object> in it is released here
+        if (unusable)
+            tether::py::raise_unusable(self);
+        else
+            no_such_field(s);
+        return -1;
+    }
     if (auto *r = std::get_if<PyRef>(&old)) {
         PyObject *p = r->ptr;
         old = std::monostate{};

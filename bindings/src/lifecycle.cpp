@@ -108,8 +108,8 @@ bool sole_reference(Object *obj) noexcept {
 }
 
 /// Drop WRAPPED (and, if set, SHARED) and the wrapper's own reference in one step. Returns
-/// the old count word. T9 follows when that was the last reference.
-uint32_t release_wrapper_reference(Object *obj) noexcept {
+/// the old count word; the caller runs T9 if that was the last reference (outside any lock).
+uint32_t drop_wrapper_reference(Object *obj) noexcept {
     uint32_t c = strong(obj).load(std::memory_order_relaxed);
     uint32_t next;
     do {
@@ -117,7 +117,13 @@ uint32_t release_wrapper_reference(Object *obj) noexcept {
         next = (c & COUNT) - 1;
     } while (!strong(obj).compare_exchange_weak(c, next, std::memory_order_acq_rel,
                                                 std::memory_order_relaxed));
-    if (next == 0)
+    return c;
+}
+
+/// drop_wrapper_reference, then T9 if nothing else holds the object.
+uint32_t release_wrapper_reference(Object *obj) noexcept {
+    uint32_t c = drop_wrapper_reference(obj);
+    if ((c & COUNT) == 1)
         detail::on_last_strong(obj); // T9
     return c;
 }
@@ -465,26 +471,29 @@ void release_shared(Object *obj) noexcept {
 /// The one tp_dealloc of every bound tether type. Python subclasses reach it through
 /// CPython's subtype_dealloc, after their __del__ (which may have resurrected them by
 /// handing `self` to C++: then T4 ran and this is never reached).
+///
+/// In two steps around the wrapper's teardown. The teardown runs Python code (weakref
+/// callbacks, the values of its __dict__ dying) that may reach the object through C++ (a
+/// WeakRef, a raw pointer): first the word says DYING(self), so such code gets no wrapper and
+/// makes none (wrap raises, share does nothing) while this wrapper still owns WRAPPED; then,
+/// once nothing Python is left, DETACHED and the wrapper's reference released (maybe T9).
 void tether_dealloc(PyObject *self) noexcept {
     PyTypeObject *tp = Py_TYPE(self);
     Object *obj = object_of(self);
     ObjectHeader *h = obj ? obj->header() : nullptr;
     bool tied = false;
-    // HOT (every object made and dropped from Python): with the only reference, no other
-    // thread can reach the header or the count (see sole_reference): no lock, no RMW.
-    bool alone = h && sole_reference(obj);
     if (h) {
+        // HOT (every object made and dropped from Python): with the only reference, no other
+        // thread can reach the header or the count (see sole_reference): no lock.
         std::optional<WordLock> lock;
-        if (!alone)
+        if (!sole_reference(obj))
             lock.emplace(h);
         if (ObjectHeader::wrapper_of(h->load()) == self) {
             TETHER_ASSERT(!(strong(obj).load() & SHARED), "I4: a SHARED wrapper died");
-            publish(h, nullptr, WrapState::Detached);
+            publish(h, self, WrapState::Dying);
             tied = true;
         }
     }
-    if (tied)
-        count(Counter::bound, -1);
 
     if (PyType_IS_GC(tp) && PyObject_GC_IsTracked(self))
         PyObject_GC_UnTrack(self); // (subtype_dealloc already did for Python subclasses)
@@ -498,36 +507,65 @@ void tether_dealloc(PyObject *self) noexcept {
         Py_CLEAR(*reinterpret_cast<PyObject **>(reinterpret_cast<char *>(self) + tp->tp_dictoffset));
     tp->tp_free(self);
     Py_DECREF(tp); // heap type instances own a reference to their type
-    if (tied && alone) {
-        strong(obj).store(0, std::memory_order_relaxed); // WRAPPED | 1: ours was the only one
-        detail::on_last_strong(obj);                     // T9
-    } else if (tied) {
-        release_wrapper_reference(obj); // may destroy the object (T9)
-    }
-    else if (obj)
+
+    if (tied) {
+        count(Counter::bound, -1);
+        // Looked at again: the teardown may have let C++ take a count or a WeakRef.
+        if (sole_reference(obj)) { // no one else: stores, no lock, no read-modify-write
+            publish(h, nullptr, WrapState::Detached);
+            strong(obj).store(0, std::memory_order_relaxed); // was WRAPPED | 1, ours
+            detail::on_last_strong(obj);                     // T9
+        } else {
+            uint32_t old;
+            { // word and bits together: no T2 can find DETACHED with WRAPPED still set
+                WordLock lock(h);
+                publish(h, nullptr, WrapState::Detached);
+                old = drop_wrapper_reference(obj);
+            }
+            if ((old & COUNT) == 1) // else a count taken meanwhile keeps the object
+                detail::on_last_strong(obj); // T9
+        }
+    } else if (obj) {
         obj->dec_ref(); // an untied wrapper (opted-out type) owns a plain count
+    }
 }
 
 // ---- T7 move: tether.move(w) -------------------------------------------------------------------
 
 Object *move_out(PyObject *self) noexcept {
     Wrapper *w = reinterpret_cast<Wrapper *>(self);
-    Object *obj = w->object;
+    Object *obj = nullptr;
+    bool was_shared = false;
+    {
+#if defined(Py_GIL_DISABLED)
+        // The wrapper's critical section, which field reads and writes hold while they use
+        // the object: the object leaves the wrapper between two of them, never during one,
+        // and two threads moving one wrapper cannot both take its reference.
+        PyCriticalSection cs;
+        PyCriticalSection_Begin(&cs, self);
+#endif
+        obj = w->object;
+        if (obj) {
+            if (ObjectHeader *h = obj->header()) {
+                WordLock lock(h);
+                TETHER_ASSERT(ObjectHeader::wrapper_of(h->load()) == self,
+                              "T7 starts from BOUND(self)");
+                publish(h, nullptr, WrapState::Detached);
+                // The wrapper's reference stays in the count: it is the caller's now.
+                uint32_t old = strong(obj).fetch_and(~(WRAPPED | SHARED), std::memory_order_acq_rel);
+                was_shared = (old & SHARED) != 0;
+            }
+            w->object = nullptr;
+            w->state.state = state_relinquished;
+        }
+#if defined(Py_GIL_DISABLED)
+        PyCriticalSection_End(&cs);
+#endif
+    }
     if (!obj) {
         raise_unusable(self);
         return nullptr;
     }
-    bool was_shared = false;
-    if (ObjectHeader *h = obj->header()) {
-        WordLock lock(h);
-        TETHER_ASSERT(ObjectHeader::wrapper_of(h->load()) == self, "T7 starts from BOUND(self)");
-        publish(h, nullptr, WrapState::Detached);
-        // The wrapper's reference stays in the count: it is the caller's now.
-        uint32_t old = strong(obj).fetch_and(~(WRAPPED | SHARED), std::memory_order_acq_rel);
-        was_shared = (old & SHARED) != 0;
-    }
-    w->object = nullptr;
-    w->state.state = state_relinquished;
     if (obj->header()) {
         count(Counter::bound, -1);
         if (was_shared) {

@@ -210,10 +210,13 @@ static void bind_real_types(nb::module_ &m) {
           "node"_a, "who"_a, "times"_a = 1,
           "node.greet(who) on a std::thread without the GIL (the trampoline takes it).");
     m.def("greet_children",
-          [](const Node &root, const std::string &who, bool in_thread) {
+          [](Ref<Node> root, const std::string &who, bool in_thread) {
+              // The root and a copy of its list are held: a Python override of greet may
+              // reassign root.children, or move root away, while we iterate.
+              std::vector<Ref<Node>> children = root->children;
               auto greet_all = [&] {
                   std::vector<std::string> out;
-                  for (const Ref<Node> &c : root.children)
+                  for (const Ref<Node> &c : children)
                       out.push_back(c->greet(who));
                   return out;
               };

@@ -15,6 +15,7 @@ namespace tether::py {
 
 namespace {
 PyObject *g_str_init = nullptr;
+PyObject *g_str_class = nullptr;
 PyTypeObject *g_move_token_type = nullptr;
 std::atomic<bool> g_initialized{false};
 
@@ -230,6 +231,94 @@ PyObject *move_token_target(PyObject *o) noexcept {
     return Py_IS_TYPE(o, g_move_token_type) ? reinterpret_cast<MoveToken *>(o)->target : nullptr;
 }
 
+// ---- __class__ assignment ---------------------------------------------------------------------
+//
+// CPython lets `o.__class__ = C` through when the two layouts match, and every tether wrapper
+// has the same layout (nb_inst, the object pointer, a weakref list) whatever C++ type it wraps:
+// `inner.__class__ = Outer` would have Outer's getters read an Inner as an Outer. So
+// tether.Object carries its own __class__ descriptor: the new class must be a Python type for
+// the object's C++ type (its bound type or a bound base, or a Python subclass of one); then
+// object.__class__'s own checks run (layout, __dict__ and slots).
+namespace {
+
+/// A type that tether::class_ registered (install_type), as opposed to a Python subclass.
+bool is_bound_type(PyTypeObject *t) noexcept {
+    for (uint32_t i = 0; i < detail::max_types; ++i) // rare (an assignment), so a scan will do
+        if (type_for(i) == t)
+            return true;
+    return false;
+}
+
+/// The first bound type in t's MRO (t itself for a bound type), or nullptr.
+PyTypeObject *bound_type_of(PyTypeObject *t) noexcept {
+    PyObject *mro = t->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); ++i) {
+        auto *u = reinterpret_cast<PyTypeObject *>(PyTuple_GET_ITEM(mro, i));
+        if (is_bound_type(u))
+            return u;
+    }
+    return nullptr;
+}
+
+PyObject *class_get(PyObject *self, void *) noexcept {
+    return Py_NewRef(reinterpret_cast<PyObject *>(Py_TYPE(self)));
+}
+
+int class_set(PyObject *self, PyObject *value, void *) noexcept {
+    if (value && PyType_Check(value)) {
+        PyTypeObject *want = bound_type_of(reinterpret_cast<PyTypeObject *>(value));
+        PyTypeObject *have = nullptr;
+        {
+#if defined(Py_GIL_DISABLED)
+            PyCriticalSection cs; // as tether.move() takes it: the object stays while we look
+            PyCriticalSection_Begin(&cs, self);
+#endif
+            if (Object *obj = object_of(self))
+                have = type_for(obj->type_index());
+#if defined(Py_GIL_DISABLED)
+            PyCriticalSection_End(&cs);
+#endif
+        }
+        if (!have) // moved-from, uninitialized, or a C++ type with no Python type of its own
+            have = bound_type_of(Py_TYPE(self));
+        if (!want || !have || !PyType_IsSubtype(have, want)) {
+            PyErr_Format(PyExc_TypeError,
+                         "__class__ assignment: '%s' is not a Python type for this object's "
+                         "C++ type ('%s')",
+                         reinterpret_cast<PyTypeObject *>(value)->tp_name,
+                         have ? have->tp_name : Py_TYPE(self)->tp_name);
+            return -1;
+        }
+    }
+    // object.__class__ itself: its layout checks, and the swap of the type reference.
+    PyObject *base = compat::type_lookup(&PyBaseObject_Type, g_str_class);
+    if (!base || !Py_TYPE(base)->tp_descr_set) {
+        PyErr_SetString(PyExc_SystemError, "tether: object.__class__ has no setter");
+        return -1;
+    }
+    return Py_TYPE(base)->tp_descr_set(base, self, value);
+}
+
+PyGetSetDef g_class_getset = {
+    "__class__", &class_get, &class_set,
+    "The object's class. Only a Python type for the object's C++ type can be assigned.",
+    nullptr};
+
+/// On tether.Object (type index 0), so that every tether type and subclass finds it first.
+int install_class_guard(PyTypeObject *root) noexcept {
+    g_str_class = PyUnicode_InternFromString("__class__");
+    if (!g_str_class)
+        return -1;
+    PyObject *descr = PyDescr_NewGetSet(root, &g_class_getset);
+    if (!descr)
+        return -1;
+    int rc = PyDict_SetItem(root->tp_dict, g_str_class, descr);
+    Py_DECREF(descr);
+    return rc;
+}
+
+} // namespace
+
 int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
     auto *slot = detail::type_slot(type_index);
     if (!slot) {
@@ -251,6 +340,8 @@ int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
         type->tp_weaklistoffset = (Py_ssize_t) sizeof(Wrapper);
         type->tp_basicsize = (Py_ssize_t) (sizeof(Wrapper) + sizeof(PyObject *));
     }
+    if (type_index == 0 && install_class_guard(type) != 0)
+        return -1;
     PyType_Modified(type);
     Py_INCREF(type); // the process-wide table refers to it for as long as the process runs
     PyObject *old = static_cast<PyObject *>(slot->exchange(type, std::memory_order_acq_rel));

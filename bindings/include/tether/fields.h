@@ -284,14 +284,43 @@ template <typename M> PyObject *to_python(const M &v) noexcept {
     }
 }
 
-/// A member of a nanobind-bound value type, as a view into the owner (reference_internal:
-/// the view keeps `self` alive, writes through it reach C++).
-template <typename M> PyObject *view_of(PyObject *self, M &member) noexcept {
-    nb::detail::cleanup_list cleanup(self);
-    PyObject *r = nb::detail::make_caster<M>::from_cpp(&member, nb::rv_policy::reference_internal,
+/// What a view keeps alive: a capsule owning one strong count of the viewed object.
+inline void release_view_owner(PyObject *capsule) noexcept {
+    if (void *p = PyCapsule_GetPointer(capsule, "tether.view_owner"))
+        static_cast<Object *>(p)->dec_ref();
+    else
+        PyErr_Clear();
+}
+
+/// A member of a nanobind-bound value type, as a view into the object (reference_internal:
+/// writes through it reach C++). The view keeps the C++ object itself alive, not just the
+/// wrapper: after tether.move(self) the wrapper no longer owns it, and the view must not
+/// outlive it.
+template <typename T, typename M> PyObject *view_of(PyObject *self, M T::*member) noexcept {
+    Object *obj;
+    {
+#if defined(Py_GIL_DISABLED)
+        FieldLock lock(self); // as tether.move() takes it: the object cannot leave meanwhile
+#endif
+        obj = py::object_of(self);
+        if (obj)
+            py::inc_ref_quiet(obj); // settled below, outside the lock
+    }
+    if (!obj)
+        return py::raise_unusable(self);
+    py::settle(obj); // the count may have made it shared (T4)
+    PyObject *owner = PyCapsule_New(obj, "tether.view_owner", &release_view_owner);
+    if (!owner) {
+        obj->dec_ref();
+        return nullptr;
+    }
+    nb::detail::cleanup_list cleanup(owner);
+    PyObject *r = nb::detail::make_caster<M>::from_cpp(&(static_cast<T *>(obj)->*member),
+                                                       nb::rv_policy::reference_internal,
                                                        &cleanup)
                       .ptr();
     cleanup.release();
+    Py_DECREF(owner); // the view holds it now (or, on failure, the count goes with it)
     return r;
 }
 
@@ -304,31 +333,39 @@ template <typename M> __attribute__((noinline)) PyObject *get_copy(const M &v) n
 
 template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
     M T::*const member = Field<T, M>::member(closure);
-    T *t = self_object<T>(self);
-    if (!t)
-        return py::raise_unusable(self);
     if constexpr (kind_of<M>() == Kind::bound_value) {
-        return view_of(self, t->*member); // the member's address never changes
+        return view_of<T, M>(self, member); // the member's address never changes
     } else {
 #if defined(Py_GIL_DISABLED)
         M copy;
+        bool usable = false;
         {
             FieldLock lock(self);
-            const M &v = t->*member;
-            if constexpr (is_ref<M>::value) {
-                if (!v)
-                    Py_RETURN_NONE;
-                // HOT: a live wrapper is taken with a try-incref and no lock of its own; the
-                // critical section keeps a concurrent writer from releasing v meanwhile.
-                if (PyObject *p = py::wrap_bound(v.get()))
-                    return p;
+            // Read under the lock that tether.move() takes too: the object cannot leave
+            // the wrapper (and be freed by whoever took it) during the read.
+            if (T *t = self_object<T>(self)) {
+                const M &v = t->*member;
+                if constexpr (is_ref<M>::value) {
+                    if (!v)
+                        Py_RETURN_NONE;
+                    // HOT: a live wrapper is taken with a try-incref and no lock of its own;
+                    // the critical section keeps a concurrent writer from releasing v.
+                    if (PyObject *p = py::wrap_bound(v.get()))
+                        return p;
+                }
+                if constexpr (std::is_arithmetic_v<M>)
+                    return to_python(v);
+                copy = v; // holds its own count while a wrapper is made outside the lock
+                usable = true;
             }
-            if constexpr (std::is_arithmetic_v<M>)
-                return to_python(v);
-            copy = v; // holds its own count while a wrapper is made outside the lock
         }
+        if (!usable)
+            return py::raise_unusable(self); // outside the lock: it allocates
         return to_python(copy);
 #else
+        T *t = self_object<T>(self);
+        if (!t)
+            return py::raise_unusable(self);
         const M &v = t->*member;
         if constexpr (is_ref<M>::value) {
             if (v) // T2 runs no Python code: no copy needed on the hot path
@@ -405,8 +442,7 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
         PyErr_Format(PyExc_AttributeError, "cannot delete field %s.%s", owner, name);
         return -1;
     }
-    T *t = self_object<T>(self);
-    if (!t) {
+    if (!py::object_of(self)) { // say so before converting anything
         py::raise_unusable(self);
         return -1;
     }
@@ -429,9 +465,17 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
 #if defined(Py_GIL_DISABLED)
                 FieldLock lock(self);
 #endif
-                std::swap(t->*member, incoming);
+                // Looked up only now: converting the value may have run Python code
+                // (__index__, __float__, a sequence's __getitem__) that moved self's object
+                // into C++, where it may already be gone.
+                if (T *t = self_object<T>(self)) {
+                    std::swap(t->*member, incoming);
+                    rv = 0;
+                }
             }
-            rv = 0; // `incoming` now holds the old value: released here, outside the lock
+            if (rv != 0)
+                py::raise_unusable(self);
+            // `incoming` now holds the old value: released here, outside the lock
         } catch (nb::python_error &e) {
             e.restore();
         } catch (const std::exception &e) {

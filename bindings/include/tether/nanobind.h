@@ -133,15 +133,25 @@ template <typename T> struct type_caster<tether::Ref<T>> {
     Value value;
     PyObject *move_src = nullptr;
     PyObject *quiet_src = nullptr; ///< the wrapper whose object `value` counted quietly
+    mutable bool quiet_owned = false; ///< this caster holds a reference to quiet_src
 
     type_caster() = default;
     type_caster(const type_caster &) = delete;
     type_caster &operator=(const type_caster &) = delete;
     /// The call is over (or never happened): settle what it may have stored or dropped.
-    /// The caller still holds quiet_src (an argument, or an element of one).
+    /// quiet_src is still alive: the caller holds it (an argument), or we do (can_cast).
     ~type_caster() {
         if (quiet_src)
-            tether::py::settle_after_call(quiet_src);
+            settle_quiet();
+    }
+    void settle_quiet() noexcept {
+        PyObject *src = quiet_src;
+        quiet_src = nullptr;
+        tether::py::settle_after_call(src);
+        if (quiet_owned) {
+            quiet_owned = false;
+            Py_DECREF(src);
+        }
     }
 
     /// HOT: every Ref<T> argument. A usable wrapper of the right type is handled inline;
@@ -173,8 +183,7 @@ template <typename T> struct type_caster<tether::Ref<T>> {
         if (quiet_src || value) { // containers reuse one caster for every element
             value.reset(); // normally moved out already
             if (quiet_src)
-                tether::py::settle_after_call(quiet_src);
-            quiet_src = nullptr;
+                settle_quiet();
             if (tp && PyObject_TypeCheck(o, tp))
                 if (tether::Object *obj = tether::py::object_of(o)) {
                     value = Value::adopt(static_cast<T *>(obj));
@@ -207,7 +216,14 @@ template <typename T> struct type_caster<tether::Ref<T>> {
     }
 
     /// See the T* caster: nested conversions must not throw, so refuse what take_move would.
+    /// Only containers, optionals and nb::cast ask, and they may let go of the item before
+    /// this caster settles (a temporary sequence's items die with it): hold it until then,
+    /// or its wrapper could die while the quiet count is not yet settled.
     template <typename T_> bool can_cast() const noexcept {
+        if (quiet_src && !quiet_owned) {
+            Py_INCREF(quiet_src);
+            quiet_owned = true;
+        }
         return !move_src || tether::py::object_of(move_src) != nullptr;
     }
 
