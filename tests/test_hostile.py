@@ -318,3 +318,88 @@ def test_move_inside_failed_container_conversion_is_consumed():
         a.value
     del a, o
     gc.collect()
+
+
+RACE = """
+    import gc, sys, threading, tether
+    from tether import testing as t
+    ROUNDS, B = {rounds}, 16
+    batch, bad, results = [None], [], [[], []]
+    bar = threading.Barrier(3)
+    def run(work):
+        def loop(k):
+            for r in range(ROUNDS):
+                bar.wait()
+                for x in batch[0]:
+                    try:
+                        work(k, r, x)
+                    except ValueError:
+                        results[k].append("moved")
+                    except Exception as ex:
+                        bad.append(repr(ex)[:200])
+                bar.wait()
+        ths = [threading.Thread(target=loop, args=(k,)) for k in range(2)]
+        for th in ths:
+            th.start()
+        base = tether.stats()
+        for r in range(ROUNDS):
+            batch[0] = [make(r * B + j) for j in range(B)]
+            bar.wait(); bar.wait()
+            junk = [t.Inner(-1) for _ in range(8)]   # reuse freed blocks
+        batch[0] = junk = None
+        for th in ths:
+            th.join()
+        gc.collect()
+        assert not bad, bad[:5]
+        assert tether.stats() == base, (base, tether.stats())
+"""
+
+
+class TestThreadsRaceAMove:
+    """tether.move(x) on one thread while another uses x. Free-threaded builds run them at
+    once: the move takes the wrapper's critical section (as field reads and writes do), so
+    exactly one of two moves wins, and a Ref argument read just before a move counts the
+    object only if it is still alive and still x's (the moved-from wrapper keeps its former
+    object's memory until it dies). GIL builds run them interleaved."""
+
+    rounds = 3000 if not hasattr(sys, "_is_gil_enabled") or sys._is_gil_enabled() else 6000
+
+    def test_two_moves_one_wins(self):
+        child(RACE.format(rounds=self.rounds) + """
+    make = t.Inner
+    def work(k, r, x):
+        results[k].append(t.consume(tether.move(x)))
+    run(work)
+    wins = sum(1 for a, b in zip(*results) if a != "moved" and b != "moved")
+    assert wins == 0, wins
+    print("OK")
+""")
+
+    def test_echo_against_move(self):
+        child(RACE.format(rounds=self.rounds) + """
+    make = t.Inner
+    def work(k, r, x):
+        if k == 0:
+            e = t.echo(x)
+            if type(e) is not t.Inner or e.value < 0:
+                bad.append((type(e).__name__, e.value))
+        else:
+            t.consume(tether.move(x))
+    run(work)
+    print("OK")
+""")
+
+    def test_field_write_against_owner_move(self):
+        child(RACE.format(rounds=self.rounds) + """
+    make = lambda v: t.Outer(t.Inner(v))
+    def work(k, r, o):
+        if k == 0:
+            o.x = t.Inner(r)
+            v = o.x
+            if v is not None and (type(v) is not t.Inner or v.value < 0):
+                bad.append((type(v).__name__, v.value))
+        else:
+            t.consume(tether.move(o))
+    run(work)
+    print("OK")
+""")

@@ -480,6 +480,9 @@ void release_shared(Object *obj) noexcept {
 void tether_dealloc(PyObject *self) noexcept {
     PyTypeObject *tp = Py_TYPE(self);
     Object *obj = object_of(self);
+#if defined(Py_GIL_DISABLED)
+    uintptr_t former = object_word(self); // read before tp_free
+#endif
     ObjectHeader *h = obj ? obj->header() : nullptr;
     bool tied = false;
     if (h) {
@@ -528,6 +531,10 @@ void tether_dealloc(PyObject *self) noexcept {
     } else if (obj) {
         obj->dec_ref(); // an untied wrapper (opted-out type) owns a plain count
     }
+#if defined(Py_GIL_DISABLED)
+    else if (former & moved_tag) // a moved-from wrapper kept its former object's memory
+        reinterpret_cast<Object *>(former & ~moved_tag)->dec_weak();
+#endif
 }
 
 // ---- T7 move: tether.move(w) -------------------------------------------------------------------
@@ -544,7 +551,7 @@ Object *move_out(PyObject *self) noexcept {
         PyCriticalSection cs;
         PyCriticalSection_Begin(&cs, self);
 #endif
-        obj = w->object;
+        obj = object_of(self); // (null once moved: tagged on free-threaded builds)
         if (obj) {
             if (ObjectHeader *h = obj->header()) {
                 WordLock lock(h);
@@ -555,7 +562,14 @@ Object *move_out(PyObject *self) noexcept {
                 uint32_t old = strong(obj).fetch_and(~(WRAPPED | SHARED), std::memory_order_acq_rel);
                 was_shared = (old & SHARED) != 0;
             }
+#if defined(Py_GIL_DISABLED)
+            // Keep the memory for threads that read the pointer before now (object_of).
+            obj->inc_weak();
+            __atomic_store_n(reinterpret_cast<uintptr_t *>(&w->object),
+                             reinterpret_cast<uintptr_t>(obj) | moved_tag, __ATOMIC_RELEASE);
+#else
             w->object = nullptr;
+#endif
             w->state.state = state_relinquished;
         }
 #if defined(Py_GIL_DISABLED)

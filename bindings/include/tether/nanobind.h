@@ -167,12 +167,22 @@ template <typename T> struct type_caster<tether::Ref<T>> {
             (obj = tether::py::object_of(o)) != nullptr) {
             // Fields first, the locked add last (measured: echo(x) 0.5 ns faster than the
             // other order on 3.11).
+#if defined(Py_GIL_DISABLED)
+            // Another thread may move o's object away meanwhile: count first, then keep it.
+            if (!tether::py::take_quiet(o, obj)) {
+                move_src = o; // moved from: take_move() raises precisely
+                return true;
+            }
+            value = Value::adopt(static_cast<T *>(obj));
+            quiet_src = o;
+#else
             value = Value::adopt(static_cast<T *>(obj)); // the type check proved it
             quiet_src = o;
             // A count without the E1 edge (header.h): the destructor settles once the call
             // has shown whether C++ kept one. (An object without a header never gets the
             // bits: for it this is a plain count.)
             tether::py::inc_ref_quiet(obj);
+#endif
             return true;
         }
         return from_python_other(o, tp, flags, cleanup);
@@ -185,12 +195,12 @@ template <typename T> struct type_caster<tether::Ref<T>> {
             if (quiet_src)
                 settle_quiet();
             if (tp && PyObject_TypeCheck(o, tp))
-                if (tether::Object *obj = tether::py::object_of(o)) {
-                    value = Value::adopt(static_cast<T *>(obj));
-                    quiet_src = o;
-                    tether::py::inc_ref_quiet(obj);
-                    return true;
-                }
+                if (tether::Object *obj = tether::py::object_of(o))
+                    if (tether::py::take_quiet(o, obj)) {
+                        value = Value::adopt(static_cast<T *>(obj));
+                        quiet_src = o;
+                        return true;
+                    }
         }
         if (o == Py_None) {
             value.reset();

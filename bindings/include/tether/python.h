@@ -37,9 +37,26 @@ static_assert(offsetof(Wrapper, object) == sizeof(PyObject) + 8,
 
 constexpr uint8_t state_uninitialized = 0, state_relinquished = 1, state_ready = 2;
 
+#if defined(Py_GIL_DISABLED)
+/// Free-threaded builds: after tether.move() the wrapper keeps its former object's memory
+/// (one weak count, the pointer tagged with bit 0), so a thread that read the pointer just
+/// before another thread moved the wrapper can still test the object's count safely: it
+/// finds zero once the object is destroyed (see take_quiet). Freed when the wrapper dies.
+constexpr uintptr_t moved_tag = 1;
+inline uintptr_t object_word(PyObject *self) noexcept {
+    return __atomic_load_n(reinterpret_cast<uintptr_t *>(&reinterpret_cast<Wrapper *>(self)->object),
+                           __ATOMIC_ACQUIRE);
+}
+#endif
+
 /// Object behind a wrapper, or nullptr (uninitialized or moved-from). No type check.
 inline Object *object_of(PyObject *self) noexcept {
+#if defined(Py_GIL_DISABLED)
+    uintptr_t p = object_word(self);
+    return (p & moved_tag) ? nullptr : reinterpret_cast<Object *>(p);
+#else
     return reinterpret_cast<Wrapper *>(self)->object;
+#endif
 }
 
 /// Raise the error that says why `self` has no object (moved-from or uninitialized).
@@ -108,6 +125,30 @@ TETHER_API void settle(Object *obj) noexcept;
 /// wrapper `self` for the whole call, and settle_after_call(self) runs when it returns.
 inline void inc_ref_quiet(Object *obj) noexcept {
     detail::ObjectAccess::strong_word(obj).fetch_add(1, std::memory_order_relaxed);
+}
+
+/// inc_ref_quiet for an `obj` just read from the wrapper `self` without a lock: on
+/// free-threaded builds another thread may have moved self's object away (tether.move) and
+/// destroyed it meanwhile. Its memory is still there (see object_of); the count is taken only
+/// if the object lives and is still self's. False: self no longer owns an object.
+inline bool take_quiet(PyObject *self, Object *obj) noexcept {
+#if defined(Py_GIL_DISABLED)
+    auto &word = detail::ObjectAccess::strong_word(obj);
+    uint32_t c = word.load(std::memory_order_relaxed);
+    do {
+        if ((c & Object::count_mask) == 0)
+            return false; // destroyed: self was moved from
+    } while (!word.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed));
+    if (object_of(self) == obj)
+        return true;
+    obj->dec_ref(); // a real count on an object self gave away: ours to drop
+    return false;
+#else
+    (void) self; // the GIL: nothing moves self's object during the conversion
+    inc_ref_quiet(obj);
+    return true;
+#endif
 }
 
 /// After a call that may have stored (or dropped) counts taken with inc_ref_quiet: settle

@@ -58,14 +58,22 @@
 //                                        takes a reference to w.
 //   T5 unshare   SHARED on -> off       E2, or settle(): n fell to 1, so the header drops its
 //                                        reference (w may then die: T6).
-//   T6 die       BOUND(w) -> DETACHED   w's refcount reached zero (never while SHARED):
-//                                        tp_dealloc drops WRAPPED and w's reference (T9 may
-//                                        follow). A count taken meanwhile by a C++ thread
-//                                        keeps the object, without a wrapper. When w holds
-//                                        the only count and no WeakRef exists, nothing can
-//                                        race it: no lock, no compare-exchange.
+//   T6 die       BOUND(w) -> DYING(w)   w's refcount reached zero (never while SHARED).
+//                -> DETACHED             DYING while w's teardown runs Python code (weakref
+//                                        callbacks, its __dict__): what reaches the object
+//                                        through C++ then gets no wrapper and makes none.
+//                                        Then WRAPPED and w's reference are dropped with the
+//                                        word (T9 may follow); a count taken meanwhile keeps
+//                                        the object, without a wrapper. When w holds the only
+//                                        count and no WeakRef exists, nothing can race it: no
+//                                        lock, no compare-exchange.
 //   T7 move      BOUND(w) -> DETACHED   tether.move(w): w's reference becomes the C++
-//                                        callee's; w becomes a moved-from shell.
+//                                        callee's; w becomes a moved-from shell. Free-threaded
+//                                        builds: under w's critical section (which field
+//                                        reads and writes hold), and the shell keeps a weak
+//                                        count of its former object until it dies, so a
+//                                        thread that read w's object pointer just before can
+//                                        still test the count (Ref arguments: take_quiet).
 //   T8 orphan    BOUND(w) -> DETACHED   an edge after the interpreter finalized: w belongs to
 //                                        a dead interpreter; it is leaked, never touched, and
 //                                        its reference released.
@@ -75,8 +83,9 @@
 //                                        Destructions started inside a destructor are queued
 //                                        and run one after another (a trashcan): releasing a
 //                                        chain of a million objects uses constant C stack.
-//   DYING        BOUND(w) -> DYING(w)   T4 found w's refcount at zero (a C++ count taken
-//                                        during w's dealloc): w is not handed out again.
+//   DYING        BOUND(w) -> DYING(w)   T6's first step, or T4 found w's refcount at zero
+//                                        (a C++ count taken while a Python subclass's
+//                                        teardown ran): w is not handed out again.
 //
 // Invariants (checked by TETHER_ASSERT in debug builds, -DTETHER_DEBUG=ON)
 // ------------------------------------------------------------------------
