@@ -111,6 +111,10 @@ def holds(*kinds):
     return lambda self: any(n.kind in kinds for n, _ in self.held)
 
 
+def _bound_of(kind):
+    return {"inner": t.Inner, "outer": t.Outer, "box": t.Box}[kind]
+
+
 def holds_cls(*classes):
     return lambda self: any(n.cls in classes for n, _ in self.held)
 
@@ -495,6 +499,22 @@ class TetherMachine(RuleBasedStateMachine):
         w.__class__ = new
         node.cls = new
         assert type(w) is new and w.tag == node.tag and w.value == node.value
+        assert t.echo(w) is w
+
+    @precondition(holds("inner", "outer", "box"))
+    @rule(data=st.data())
+    def reclass_across_cpp_types(self, data):
+        """__class__ assignment to a type of another C++ type is refused; nothing changes."""
+        node, w = self._pick(data, ("inner", "outer", "box"))
+        if w is None:
+            return
+        before = type(w)
+        targets = [c for c in (t.Inner, t.Outer, t.Box, SubInner)
+                   if not issubclass(c, _bound_of(node.kind))]
+        target = targets[data.draw(st.integers(0, len(targets) - 1), label="target")]
+        with pytest.raises(TypeError):
+            w.__class__ = target
+        assert type(w) is before
         assert t.echo(w) is w
 
     @rule()
