@@ -37,15 +37,16 @@ using Value = std::variant<std::monostate, int64_t, double, bool, std::string, R
 /// What a field stores. `Any` keeps the Python object itself.
 enum class Kind : int { Any = 0, Int = 1, Float = 2, Bool = 3, Str = 4, Object = 5 };
 
-// Free-threaded builds: a field's read and write are made atomic per object with CPython's
-// per-object critical section; GIL builds need nothing.
-#if defined(Py_GIL_DISABLED)
-#  define TETHER_LOCK_OBJECT(o) Py_BEGIN_CRITICAL_SECTION(o)
-#  define TETHER_UNLOCK_OBJECT() Py_END_CRITICAL_SECTION()
-#else
-#  define TETHER_LOCK_OBJECT(o) do {
-#  define TETHER_UNLOCK_OBJECT() } while (0)
-#endif
+/// Empties `v`, dropping the Python reference a PyRef in it owns (the caller may run Python).
+void release(Value &v) noexcept {
+    if (auto *r = std::get_if<PyRef>(&v)) {
+        PyObject *p = r->ptr;
+        v = std::monostate{};
+        Py_DECREF(p);
+    } else {
+        v = std::monostate{};
+    }
+}
 
 struct DataObject : Object {
     std::vector<Value> slots;
@@ -62,11 +63,8 @@ struct DataObject : Object {
             return; // nothing to release, or too late to enter Python: leak them
         PyGILState_STATE gil = PyGILState_Ensure(); // re-entrant when we already hold it
         for (Value &v : slots)
-            if (auto *r = std::get_if<PyRef>(&v)) {
-                PyObject *p = r->ptr;
-                v = std::monostate{};
-                Py_DECREF(p);
-            }
+            if (std::holds_alternative<PyRef>(v))
+                release(v); // (the Refs go with the vector, as before)
         PyGILState_Release(gil);
     }
 };
@@ -113,15 +111,18 @@ PyObject *slot_get(PyObject *self, void *closure) noexcept {
     auto *s = static_cast<Slot *>(closure);
     PyObject *result = nullptr;
     bool unusable = false, missing = false;
-    TETHER_LOCK_OBJECT(self); // tether.move() takes it too: the object stays during the read
-    DataObject *d = data_of(self);
-    if (!d)
-        unusable = true;
-    else if (s->index >= d->slots.size())
-        missing = true;
-    else
-        result = to_python(d->slots[s->index]);
-    TETHER_UNLOCK_OBJECT();
+    {
+        // Free-threaded builds: a field's read and write are atomic per object, and
+        // tether.move() takes the same lock: the object stays during the read.
+        tether::py::WrapperLock lock(self);
+        DataObject *d = data_of(self);
+        if (!d)
+            unusable = true;
+        else if (s->index >= d->slots.size())
+            missing = true;
+        else
+            result = to_python(d->slots[s->index]);
+    }
     if (unusable)
         return tether::py::raise_unusable(self);
     if (missing)
@@ -252,8 +253,7 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
         return -1;
     Value fresh;
     if (!from_python(s, value, fresh)) {
-        if (auto *r = std::get_if<PyRef>(&fresh))
-            Py_DECREF(r->ptr);
+        release(fresh);
         return -1;
     }
     // Swap first, release the old value last: its release may run arbitrary Python code
@@ -262,32 +262,27 @@ int slot_set(PyObject *self, PyObject *value, void *closure) noexcept {
     // __instancecheck__) that moved it into C++, where it may already be gone.
     Value old;
     bool unusable = false, missing = false;
-    TETHER_LOCK_OBJECT(self);
-    DataObject *d = data_of(self);
-    if (!d) {
-        unusable = true;
-    } else if (s->index >= d->slots.size()) {
-        missing = true;
-    } else {
-        old = std::move(d->slots[s->index]);
-        d->slots[s->index] = std::move(fresh);
+    {
+        tether::py::WrapperLock lock(self);
+        DataObject *d = data_of(self);
+        if (!d) {
+            unusable = true;
+        } else if (s->index >= d->slots.size()) {
+            missing = true;
+        } else {
+            old = std::move(d->slots[s->index]);
+            d->slots[s->index] = std::move(fresh);
+        }
     }
-    TETHER_UNLOCK_OBJECT();
     if (unusable || missing) {
-        if (auto *r = std::get_if<PyRef>(&fresh))
-            Py_DECREF(r->ptr);
-        fresh = std::monostate{}; // a Ref<Object> in it is released here
+        release(fresh); // (a Ref<Object> in it too)
         if (unusable)
             tether::py::raise_unusable(self);
         else
             no_such_field(s);
         return -1;
     }
-    if (auto *r = std::get_if<PyRef>(&old)) {
-        PyObject *p = r->ptr;
-        old = std::monostate{};
-        Py_DECREF(p);
-    }
+    release(old);
     return 0;
 }
 

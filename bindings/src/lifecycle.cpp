@@ -544,13 +544,10 @@ Object *move_out(PyObject *self) noexcept {
     Object *obj = nullptr;
     bool was_shared = false;
     {
-#if defined(Py_GIL_DISABLED)
-        // The wrapper's critical section, which field reads and writes hold while they use
-        // the object: the object leaves the wrapper between two of them, never during one,
-        // and two threads moving one wrapper cannot both take its reference.
-        PyCriticalSection cs;
-        PyCriticalSection_Begin(&cs, self);
-#endif
+        // The lock field reads and writes hold while they use the object: the object leaves
+        // the wrapper between two of them, never during one, and two threads moving one
+        // wrapper cannot both take its reference.
+        WrapperLock lock(self);
         obj = object_of(self); // (null once moved: tagged on free-threaded builds)
         if (obj) {
             if (ObjectHeader *h = obj->header()) {
@@ -572,9 +569,6 @@ Object *move_out(PyObject *self) noexcept {
 #endif
             w->state.state = state_relinquished;
         }
-#if defined(Py_GIL_DISABLED)
-        PyCriticalSection_End(&cs);
-#endif
     }
     if (!obj) {
         raise_unusable(self);

@@ -269,15 +269,9 @@ int class_set(PyObject *self, PyObject *value, void *) noexcept {
         PyTypeObject *want = bound_type_of(reinterpret_cast<PyTypeObject *>(value));
         PyTypeObject *have = nullptr;
         {
-#if defined(Py_GIL_DISABLED)
-            PyCriticalSection cs; // as tether.move() takes it: the object stays while we look
-            PyCriticalSection_Begin(&cs, self);
-#endif
+            WrapperLock lock(self); // the object stays while we look
             if (Object *obj = object_of(self))
                 have = type_for(obj->type_index());
-#if defined(Py_GIL_DISABLED)
-            PyCriticalSection_End(&cs);
-#endif
         }
         if (!have) // moved-from, uninitialized, or a C++ type with no Python type of its own
             have = bound_type_of(Py_TYPE(self));

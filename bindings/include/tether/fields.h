@@ -254,16 +254,9 @@ template <typename T> T *self_object(PyObject *self) noexcept {
 
 /// HOT: `a.x`. CPython's getset descriptor calls this directly: no argument parsing and no
 /// overload dispatch, just the object pointer, the member and (for objects) wrap().
-/// Free-threaded builds: a field is read and written under the owning wrapper's critical
-/// section, so a reader never sees a Ref that a concurrent writer is releasing. Nothing that
-/// can run Python (wrap, releasing the old value) happens inside it. GIL builds: nothing.
-#if defined(Py_GIL_DISABLED)
-struct FieldLock {
-    PyCriticalSection cs;
-    explicit FieldLock(PyObject *self) { PyCriticalSection_Begin(&cs, self); }
-    ~FieldLock() { PyCriticalSection_End(&cs); }
-};
-#endif
+/// Free-threaded builds: a field is read and written under the owning wrapper's lock
+/// (py::WrapperLock), so a reader never sees a Ref that a concurrent writer is releasing.
+/// Nothing that can run Python (wrap, releasing the old value) happens inside it.
 
 template <typename M> PyObject *to_python(const M &v) noexcept {
     if constexpr (is_ref<M>::value) {
@@ -299,9 +292,7 @@ inline void release_view_owner(PyObject *capsule) noexcept {
 template <typename T, typename M> PyObject *view_of(PyObject *self, M T::*member) noexcept {
     Object *obj;
     {
-#if defined(Py_GIL_DISABLED)
-        FieldLock lock(self); // as tether.move() takes it: the object cannot leave meanwhile
-#endif
+        py::WrapperLock lock(self); // the object cannot leave the wrapper meanwhile
         obj = py::object_of(self);
         if (obj)
             py::inc_ref_quiet(obj); // settled below, outside the lock
@@ -340,9 +331,9 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
         M copy;
         bool usable = false;
         {
-            FieldLock lock(self);
-            // Read under the lock that tether.move() takes too: the object cannot leave
-            // the wrapper (and be freed by whoever took it) during the read.
+            py::WrapperLock lock(self);
+            // tether.move() takes it too: the object cannot leave the wrapper (and be freed
+            // by whoever took it) during the read.
             if (T *t = self_object<T>(self)) {
                 const M &v = t->*member;
                 if constexpr (is_ref<M>::value) {
@@ -462,9 +453,7 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
         try {
             M incoming = c.operator nb::detail::cast_t<M>();
             {
-#if defined(Py_GIL_DISABLED)
-                FieldLock lock(self);
-#endif
+                py::WrapperLock lock(self);
                 // Looked up only now: converting the value may have run Python code
                 // (__index__, __float__, a sequence's __getitem__) that moved self's object
                 // into C++, where it may already be gone.

@@ -59,6 +59,24 @@ inline Object *object_of(PyObject *self) noexcept {
 #endif
 }
 
+/// The wrapper's own lock: its critical section on free-threaded builds, nothing on GIL
+/// builds. Field reads and writes hold it while they use the object, and tether.move() takes
+/// it to detach the object, so an object never leaves its wrapper during a use. Nothing that
+/// can run Python code happens while it is held.
+struct WrapperLock {
+#if defined(Py_GIL_DISABLED)
+    PyCriticalSection cs;
+    // Not noexcept (nor is PyCriticalSection_Begin): marked so, GCC 12 warns that the field
+    // setter's std::optional swap may read an uninitialized value (a false positive).
+    explicit WrapperLock(PyObject *self) { PyCriticalSection_Begin(&cs, self); }
+    ~WrapperLock() { PyCriticalSection_End(&cs); }
+#else
+    explicit WrapperLock(PyObject *) noexcept {}
+#endif
+    WrapperLock(const WrapperLock &) = delete;
+    WrapperLock &operator=(const WrapperLock &) = delete;
+};
+
 /// Raise the error that says why `self` has no object (moved-from or uninitialized).
 TETHER_API PyObject * raise_unusable(PyObject *self) noexcept;
 
