@@ -19,6 +19,8 @@ ROWS = [  # (row, tether case, baseline case)
     ("revive a.x / nb-ref cold", "tether.revive", "nb-ref.cold"),
     ("i.value / nb i.value", "tether.int", "nb.int"),
     ("Inner(1) / nb Plain(1)", "tether.new", "nb.new"),
+    ("Inner(1) / nb Boxed(1)", "tether.new", "nb.boxed"),
+    ("nb Boxed(1) / nb Plain(1)", "nb.boxed", "nb.new"),
     ("echo(x) / nb echo", "tether.echo", "nb.echo"),
     ("echo_inner / nb echo", "tether.echo_inner", "nb.echo"),
     ("untied read / nb-ref cold", "untied.read", "nb-ref.cold"),

@@ -13,7 +13,7 @@ MAIN = {c.key: c for c in main_cases()}
 class TestConstruction:
     """Target 4: `Inner(1)` (made and freed) next to a plain nanobind class."""
 
-    @pytest.mark.parametrize("key", ["nb.new", "tether.new", "untied.new", "slots.new"])
+    @pytest.mark.parametrize("key", ["nb.new", "nb.boxed", "tether.new", "untied.new", "slots.new"])
     def test_new(self, run_case, key):
         run_case(MAIN[key], "construct C(1)")
 

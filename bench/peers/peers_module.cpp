@@ -12,6 +12,9 @@
 //                           the wrapper is pinned for as long as C++ holds the object.
 //   Plain                   a plain nanobind class: __init__(int) (construction baseline) and a
 //                           def_rw int field (int-read baseline).
+//   Boxed                   Plain with its value in a heap block of its own (a unique_ptr
+//                           member): what a second allocation adds to a nanobind construction,
+//                           the layout tether's objects have (their block outlives the wrapper).
 //   echo(RefInner*)         a nanobind function returning Inner* (echo baseline).
 #include <nanobind/nanobind.h>
 #include <nanobind/intrusive/counter.h>
@@ -46,6 +49,10 @@ struct IntrOuter {
 
 struct Plain {
     int64_t value;
+};
+
+struct Boxed {
+    std::unique_ptr<Plain> box;
 };
 
 /// The Python half of the intrusive counter: C++ inc/dec_ref on a wrapped object become
@@ -91,6 +98,11 @@ NB_MODULE(_peers, m) {
     nb::class_<Plain>(m, "Plain")
         .def("__init__", [](Plain *self, int64_t v) { new (self) Plain{v}; }, "value"_a)
         .def_rw("value", &Plain::value);
+
+    nb::class_<Boxed>(m, "Boxed")
+        .def("__init__", [](Boxed *self, int64_t v) { new (self) Boxed{std::make_unique<Plain>(Plain{v})}; },
+             "value"_a)
+        .def_prop_ro("value", [](const Boxed &b) { return b.box->value; });
 
     m.def("echo", [](RefInner *p) { return p; }, "obj"_a, nb::rv_policy::reference,
           "Return the same RefInner through RefInner* (a lookup in nanobind's instance map).");

@@ -199,11 +199,18 @@ PyObject *alloc_wrapper(PyTypeObject *type) noexcept {
         (type->tp_weaklistoffset == 0 || type->tp_weaklistoffset == (Py_ssize_t) sizeof(Wrapper))) {
         // HOT: every fresh wrapper of a bound type. Only the nb_inst part, the object
         // pointer and (if the type has one) the weakref list exist: allocate just that.
-        size_t size = sizeof(Wrapper) + (type->tp_weaklistoffset ? sizeof(PyObject *) : 0);
-        self = static_cast<PyObject *>(PyObject_Malloc(size));
+        // Two constant sizes, each cleared with a few vector stores: a memset of a size known
+        // only at run time compiles to `rep stos`, whose start-up cost was 6.6 % of a
+        // construction's time on 3.13t (perf, AMD EPYC).
+        constexpr size_t plain = sizeof(Wrapper), weak = sizeof(Wrapper) + sizeof(PyObject *);
+        bool has_weaklist = type->tp_weaklistoffset != 0;
+        self = static_cast<PyObject *>(PyObject_Malloc(has_weaklist ? weak : plain));
         if (!self)
             return PyErr_NoMemory();
-        std::memset(static_cast<void *>(self), 0, size);
+        if (has_weaklist)
+            std::memset(static_cast<void *>(self), 0, weak);
+        else
+            std::memset(static_cast<void *>(self), 0, plain);
         PyObject_Init(self, type);
     } else {
         self = type->tp_alloc(type, 0);

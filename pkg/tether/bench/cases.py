@@ -109,6 +109,8 @@ def main_cases() -> list:
              "tether: i.value (def_field int64)"),
         Case("slots.new", "C(1)", _names(C=SlotsInner), "slots: SlotsInner(1) (+ free)"),
         Case("nb.new", "C(1)", _names(C=nbp.Plain), "nb: Plain(1) (+ free)"),
+        Case("nb.boxed", "C(1)", _names(C=nbp.Boxed),
+             "nb: Boxed(1), the value in a heap block of its own (+ free)"),
         Case("tether.new", "C(1)", _names(C=tt.Inner), "tether: Inner(1) (+ free)"),
         Case("untied.new", "C(1)", _names(C=tt.Untied), "tether: Untied(1), no header (+ free)"),
         Case("nb.echo", "echo(x)", lambda: {"echo": nbp.echo, "x": nbp.RefInner(1)},

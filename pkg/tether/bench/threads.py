@@ -8,6 +8,8 @@ instance ``__dict__``) and nanobind (tether._peers):
   int   ``i.value``
   echo  ``echo(x)`` (slots / plain: a Python function returning its argument; nanobind:
         ``echo(RefInner*)``; tether: ``echo`` through ``Ref<Object>``)
+  echo_inner  tether only, shared object: ``echo_inner(x)`` through ``Inner*``, which takes
+        no count of the C++ object: what target 6's echo costs beyond the wrapper's refcount
   new   ``C(1)``, made and freed (own objects only)
 
 Two ways to share the work:
@@ -103,8 +105,9 @@ def refusal(g: dict) -> str:
 # ---- what is timed ------------------------------------------------------------------------
 
 VARIANTS = ("slots", "plain", "nb", "tether")
-OPS = {"shared": ("read", "int", "echo"), "own": ("read", "int", "echo", "new")}
-STMT = {"read": "a.x", "int": "i.value", "echo": "echo(x)", "new": "C(1)"}
+OPS = {"shared": ("read", "int", "echo", "echo_inner"), "own": ("read", "int", "echo", "new")}
+STMT = {"read": "a.x", "int": "i.value", "echo": "echo(x)", "echo_inner": "echo(x)",
+        "new": "C(1)"}
 
 
 def py_echo():
@@ -137,6 +140,7 @@ def _factories() -> dict:
                  "plain": lambda: {"echo": py_echo(), "x": cases.PlainInner(1)},
                  "nb": lambda: {"echo": nbp.echo, "x": nbp.RefInner(1)},
                  "tether": lambda: {"echo": tt.echo, "x": tt.Inner(1)}},
+        "echo_inner": {"tether": lambda: {"echo": tt.echo_inner, "x": tt.Inner(1)}},
         "new": {"slots": lambda: {"C": cases.SlotsInner}, "plain": lambda: {"C": cases.PlainInner},
                 "nb": lambda: {"C": nbp.Plain}, "tether": lambda: {"C": tt.Inner}},
     }
@@ -269,7 +273,9 @@ def run(rounds: int, target_ms: float, log=lambda s: None, chunk_us: float = 50.
     for way, ops in OPS.items():
         for op in ops:
             for v in VARIANTS:
-                make = facts[op][v]
+                make = facts[op].get(v)
+                if make is None:  # an op measured on some variants only
+                    continue
                 shared = make() if way == "shared" else None
                 pools = {n: _Pool(STMT[op], make, n, shared) for n in (1, 2)}
                 calls = 1  # fixed work per worker and chunk: calibrated on one thread
