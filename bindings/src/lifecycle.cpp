@@ -226,26 +226,14 @@ static bool wrap_fresh(Object *obj, ObjectHeader *h, PyObject *self) noexcept {
 }
 
 #if defined(Py_GIL_DISABLED)
-/// T3 on free-threaded builds, with no lock: the protocol of CPython's own optimistic reads
-/// (_Py_TryIncrefCompare). A wrapper's memory stays an object of CPython's object heaps until
+/// T3 on free-threaded builds, with no lock (wrap_bound in python.h): the protocol of
+/// CPython's own optimistic reads (_Py_TryIncrefCompare). A wrapper's memory stays an object of CPython's object heaps until
 /// every attached thread passes a quiescent state (QSBR), so the try-incref reads valid
 /// refcount fields even if the wrapper was just freed: it then fails (the refcount is zero),
 /// or it took a reference to an object that reused the block, which the re-check of the word
 /// detects and gives back.
 PyObject *wrap_bound_unlocked(Object *obj) noexcept {
-    ObjectHeader *h = obj->header();
-    if (!h)
-        return nullptr;
-    uintptr_t word = h->load();
-    if (ObjectHeader::state_of(word) != WrapState::Bound)
-        return nullptr;
-    PyObject *p = static_cast<PyObject *>(ObjectHeader::wrapper_of(word));
-    if (!compat::try_incref(p))
-        return nullptr;
-    if (h->load() == word)
-        return p;
-    Py_DECREF(p);
-    return nullptr;
+    return wrap_bound(obj); // inline in python.h; exported for modules built before it was
 }
 #endif
 

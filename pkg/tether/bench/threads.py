@@ -108,6 +108,12 @@ VARIANTS = ("slots", "plain", "nb", "tether")
 OPS = {"shared": ("read", "int", "echo", "echo_inner"), "own": ("read", "int", "echo", "new")}
 STMT = {"read": "a.x", "int": "i.value", "echo": "echo(x)", "echo_inner": "echo(x)",
         "new": "C(1)"}
+ONLY = {"echo_inner": ("tether",)}  # ops measured on some variants only
+
+
+def variants(op: str) -> tuple:
+    """The variants an operation is measured on."""
+    return ONLY.get(op, VARIANTS)
 
 
 def py_echo():
@@ -272,10 +278,8 @@ def run(rounds: int, target_ms: float, log=lambda s: None, chunk_us: float = 50.
     jobs = []  # (key, stmt, {1: pool, 2: pool}, calls per chunk)
     for way, ops in OPS.items():
         for op in ops:
-            for v in VARIANTS:
-                make = facts[op].get(v)
-                if make is None:  # an op measured on some variants only
-                    continue
+            for v in variants(op):
+                make = facts[op][v]
                 shared = make() if way == "shared" else None
                 pools = {n: _Pool(STMT[op], make, n, shared) for n in (1, 2)}
                 calls = 1  # fixed work per worker and chunk: calibrated on one thread
