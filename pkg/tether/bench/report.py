@@ -25,19 +25,36 @@ QUICK = {"rounds": 3, "target_ms": 0.2, "n_mem": 2_000, "trials": 2, "scale": (1
          "thread_rounds": 4, "thread_ms": 0.2, "spread_procs": 2, "spread_rounds": 3}
 
 
-def machine() -> dict:
-    cpu = platform.processor() or "?"
+def _cpuinfo() -> dict:
+    """The first CPU's /proc/cpuinfo fields ({} where there is none)."""
+    fields: dict = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in f:
+                if not line.strip():
+                    break  # the first CPU's block ends
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
+    return fields
+
+
+def machine() -> dict:
+    info = _cpuinfo()
+    cpu = info.get("model name") or platform.processor() or "?"
+    # Two VMs can report the same model name and time differently (bench/README.md, machines
+    # A and B): family/model/stepping, clock, L2 and microcode tell them apart.
+    detail = ", ".join(f"{label} {info[key]}" for key, label in (
+        ("cpu family", "family"), ("model", "model"), ("stepping", "stepping"),
+        ("cpu MHz", "MHz"), ("cache size", "cache"), ("microcode", "microcode")) if key in info)
     import tether
     from tether import _peers
 
     return {
         "platform": platform.platform(),
         "cpu": cpu,
+        "cpu_detail": detail,
         "nproc": os.cpu_count(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -118,7 +135,8 @@ def render(res: dict) -> str:
     w = lines.append
     w("# tether benchmark (python -m tether.bench)")
     w("")
-    w(f"- machine: {m['cpu']}, {m['nproc']} CPUs, {m['platform']}")
+    w(f"- machine: {m['cpu']}, {m['nproc']} CPUs, {m['platform']}"
+      + (f" ({m['cpu_detail']})" if m.get("cpu_detail") else ""))
     w(f"- versions: {m['implementation']} {m['python']}, nanobind {m['nanobind']}, "
       f"tether {m['tether']} (ABI {m['tether_abi']}, header {m['header_bytes']} B)")
     w(f"- timing: {m['timing']}; ns per single operation")
