@@ -227,11 +227,11 @@ static bool wrap_fresh(Object *obj, ObjectHeader *h, PyObject *self) noexcept {
 
 #if defined(Py_GIL_DISABLED)
 /// T3 on free-threaded builds, with no lock (wrap_bound in python.h): the protocol of
-/// CPython's own optimistic reads (_Py_TryIncrefCompare). A wrapper's memory stays an object of CPython's object heaps until
-/// every attached thread passes a quiescent state (QSBR), so the try-incref reads valid
-/// refcount fields even if the wrapper was just freed: it then fails (the refcount is zero),
-/// or it took a reference to an object that reused the block, which the re-check of the word
-/// detects and gives back.
+/// CPython's own optimistic reads (_Py_TryIncrefCompare). A wrapper's memory stays an object
+/// of CPython's object heaps until every attached thread passes a quiescent state (QSBR), so
+/// the try-incref reads valid refcount fields even if the wrapper was just freed: it then
+/// fails (the refcount is zero), or it took a reference to an object that reused the block,
+/// which the re-check of the word detects and gives back.
 PyObject *wrap_bound_unlocked(Object *obj) noexcept {
     return wrap_bound(obj); // inline in python.h; exported for modules built before it was
 }
