@@ -100,7 +100,8 @@ NB_MODULE(_peers, m) {
         .def_rw("value", &Plain::value);
 
     nb::class_<Boxed>(m, "Boxed")
-        .def("__init__", [](Boxed *self, int64_t v) { new (self) Boxed{std::make_unique<Plain>(Plain{v})}; },
+        .def("__init__",
+             [](Boxed *self, int64_t v) { new (self) Boxed{std::make_unique<Plain>(Plain{v})}; },
              "value"_a)
         .def_prop_ro("value", [](const Boxed &b) { return b.box->value; });
 

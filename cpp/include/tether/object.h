@@ -92,13 +92,17 @@ public:
     /// True for objects made by make_object (the only ones tether wraps or frees).
     bool made_by_tether() const noexcept { return (m_info & info_made) != 0; }
 
-    /// The prefix header, or nullptr for objects made without one (see alloc.h).
+    /// The prefix header, or nullptr for objects made without one (see alloc.h). The common
+    /// distance (the Object base first, alignof(T) <= 8: the 8 bytes before this) is a
+    /// constant address, so a load from the header overlaps the distance's load instead of
+    /// following it (hot a.x about 0.3 ns faster on 3.11); kept as branches, which GCC does
+    /// not turn into a select that would wait for the distance.
     ObjectHeader *header() const noexcept {
-        return m_header_distance == 0
-                   ? nullptr
-                   : reinterpret_cast<ObjectHeader *>(
-                         const_cast<char *>(reinterpret_cast<const char *>(this)) -
-                         m_header_distance);
+        char *base = const_cast<char *>(reinterpret_cast<const char *>(this));
+        uint32_t d = m_header_distance;
+        if (__builtin_expect(d == sizeof(ObjectHeader), 1))
+            return reinterpret_cast<ObjectHeader *>(base - sizeof(ObjectHeader));
+        return d == 0 ? nullptr : reinterpret_cast<ObjectHeader *>(base - d);
     }
 
 private:
