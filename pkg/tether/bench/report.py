@@ -20,9 +20,31 @@ from . import identity, memory, spread, targets, threads, timing
 # Threads: ~2 ms samples (two workers must both run for the whole sample), best of 40.
 # Spread: the getter rows and their anchors in 10 fresh interpreters (target 8).
 FULL = {"rounds": 400, "target_ms": 0.5, "n_mem": 100_000, "trials": 5, "scale": (1_000, 1_000_000),
-        "thread_rounds": 40, "thread_ms": 2.0, "spread_procs": 10, "spread_rounds": 100}
+        "scale_blocks": 4, "thread_rounds": 40, "thread_ms": 2.0, "spread_procs": 10, "spread_rounds": 100}
 QUICK = {"rounds": 3, "target_ms": 0.2, "n_mem": 2_000, "trials": 2, "scale": (1_000, 4_000),
-         "thread_rounds": 4, "thread_ms": 0.2, "spread_procs": 2, "spread_rounds": 3}
+         "scale_blocks": 2, "thread_rounds": 4, "thread_ms": 0.2, "spread_procs": 2, "spread_rounds": 3}
+
+
+def _scaling(make_cases, small: int, big: int, cfg: dict, log) -> dict:
+    """Target 7's populations, one size alive at a time (nothing of one skews the other), in
+    ``scale_blocks`` alternating blocks per size, every block's samples kept: the ratio of
+    the two sizes then compares minima taken across the same stretch of time. (Run once
+    each, one after the other, a slow phase of the shared VM lasting a whole block moved the
+    ratio by up to +/-40 % between runs on machine B.)"""
+    blocks = cfg["scale_blocks"]
+    rounds = max(2, cfg["rounds"] // (4 * blocks))
+    merged: dict = {}
+    for b in range(blocks):
+        for n in (small, big):
+            log(f"scaling, {n} live objects (block {b + 1} of {blocks}) ...")
+            gc.collect()
+            for key, r in timing.run(make_cases(n), rounds, cfg["target_ms"], log).items():
+                if key in merged:
+                    merged[key].samples_ns.extend(r.samples_ns)
+                else:
+                    merged[key] = r
+            gc.collect()
+    return merged
 
 
 def _cpuinfo() -> dict:
@@ -97,13 +119,7 @@ def run(cfg: dict, log=lambda s: None, gil: dict | None = None) -> dict:
     log("main cases ...")
     times = timing.run(main_cases(), cfg["rounds"], cfg["target_ms"], log)
     small, big = cfg["scale"]
-    scaling: dict = {}
-    for n in (small, big):  # one population size at a time: nothing of one skews the other
-        log(f"scaling, {n} live objects ...")
-        gc.collect()
-        rounds = max(3, cfg["rounds"] // 4)
-        scaling.update(timing.run(scaling_cases(n), rounds, cfg["target_ms"], log))
-        gc.collect()
+    scaling = _scaling(scaling_cases, small, big, cfg, log)
     log("threads ...")
     out["threads"] = threads.run(cfg["thread_rounds"], cfg["thread_ms"], log)
     log(f"spread: getter rows in {cfg['spread_procs']} fresh interpreters ...")
