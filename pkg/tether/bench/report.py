@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -207,6 +208,12 @@ def render(res: dict) -> str:
         w("|---|---:|---|")
         for k, r in sp["rows"].items():
             w(f"| {k} | {r['spread']:.3f} | " + " ".join(f"{v:.1f}" for v in r["min_ns"]) + " |")
+        others = {k: r["spread"] for k, r in sp["rows"].items() if k not in spread.TETHER_ROWS}
+        if others:
+            worst = max(others, key=others.get)
+            w("")
+            w(f"Target 8's context, the other rows of the same processes: median spread "
+              f"{statistics.median(others.values()):.3f}, largest {others[worst]:.3f} ({worst}).")
     w("")
     w("## Identity")
     w("")
