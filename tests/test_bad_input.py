@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Bad input raises a clear TypeError or ValueError and leaves the object as it was."""
+import gc
+
 import pytest
 
 import tether
@@ -67,6 +69,26 @@ class TestBadInput:
         with pytest.raises(TypeError, match="already initialized"):
             i.__init__(2)
         assert i.value == 1
+
+    def test_failed_constructions_give_back_their_counts(self):
+        """tether::init counts an object bound when it allocates it (one per-thread access
+        with the live count); each way a construction can fail after that gives both back."""
+        gc.collect()
+        before = tether.stats()
+        i = t.Inner(1)
+        with pytest.raises(TypeError, match="already initialized"):
+            i.__init__(2)  # the second object was made, then lost to the first wrapper
+
+        @tether.dataclass
+        class D(tether.Object):
+            value: int = 0
+
+        D.__tether_slot_count__ = 2 ** 62  # the constructor throws after the allocation
+        with pytest.raises((ValueError, MemoryError)):
+            D()
+        del i
+        gc.collect()
+        assert tether.stats() == before
 
     def test_uninitialized_wrapper(self):
         i = t.Inner.__new__(t.Inner)

@@ -172,9 +172,11 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
     if (w->object || w->state.state != state_uninitialized) {
         PyErr_Format(PyExc_TypeError, "%s.__init__() called on an already initialized object",
                      Py_TYPE(self)->tp_name);
-        if (strong(obj).load(std::memory_order_relaxed) & WRAPPED)
-            release_wrapper_reference(obj); // made for a wrapper (tether::init) that lost
-        else
+        if (strong(obj).load(std::memory_order_relaxed) & WRAPPED) {
+            // Made for a wrapper (tether::init) that lost: allocate_block counted it bound.
+            count(Counter::bound, -1);
+            release_wrapper_reference(obj);
+        } else
             obj->dec_ref();
         return false;
     }
@@ -184,14 +186,15 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
         return true; // opted out of the header: the wrapper owns a plain count
     allow_try_incref(self);
     uint32_t c = strong(obj).load(std::memory_order_relaxed);
-    if (!(c & WRAPPED)) // made by make_object, not tether::init: the reference becomes w's
+    if (!(c & WRAPPED)) { // made by make_object, not tether::init: the reference becomes w's
         c = strong(obj).fetch_or(WRAPPED, std::memory_order_acq_rel) | WRAPPED;
+        count(Counter::bound, 1); // (tether::init's allocate_block counted its own)
+    }
     if ((c & COUNT) == 1) {
         // HOT: every construction. The only reference is the one make_object returned to
         // this thread, so no other thread can reach the header: no lock.
         TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
         publish(h, self, WrapState::Bound);
-        count(Counter::bound, 1);
         return true;
     }
     {
@@ -199,7 +202,6 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
         TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
         publish(h, self, WrapState::Bound);
     }
-    count(Counter::bound, 1);
     settle(obj);
     return true;
 }
@@ -500,22 +502,22 @@ void tether_dealloc(PyObject *self) noexcept {
     Py_DECREF(tp); // heap type instances own a reference to their type
 
     if (tied) {
-        count(Counter::bound, -1);
         // Looked at again: the teardown may have let C++ take a count or a WeakRef.
         if (sole_reference(obj)) { // no one else: stores, no lock, no read-modify-write
             publish(h, nullptr, WrapState::Detached);
             strong(obj).store(0, std::memory_order_relaxed); // was WRAPPED | 1, ours
-            detail::on_last_strong(obj);                     // T9
-        } else {
-            uint32_t old;
-            { // word and bits together: no T2 can find DETACHED with WRAPPED still set
-                WordLock lock(h);
-                publish(h, nullptr, WrapState::Detached);
-                old = drop_wrapper_reference(obj);
-            }
-            if ((old & COUNT) == 1) // else a count taken meanwhile keeps the object
-                detail::on_last_strong(obj); // T9
+            detail::on_last_strong_unbound(obj);             // uncounts bound, then T9
+            return;
         }
+        count(Counter::bound, -1);
+        uint32_t old;
+        { // word and bits together: no T2 can find DETACHED with WRAPPED still set
+            WordLock lock(h);
+            publish(h, nullptr, WrapState::Detached);
+            old = drop_wrapper_reference(obj);
+        }
+        if ((old & COUNT) == 1) // else a count taken meanwhile keeps the object
+            detail::on_last_strong(obj); // T9
     } else if (obj) {
         obj->dec_ref(); // an untied wrapper (opted-out type) owns a plain count
     }

@@ -218,9 +218,11 @@ std::atomic<void *> *type_slot(uint32_t index) noexcept {
     return index < max_types ? &g_type_slots[index] : nullptr;
 }
 
-void *allocate_block(size_t size, size_t align) {
+void *allocate_block(size_t size, size_t align, bool bound) {
     ThreadState &mine = this_thread();
     add_to(mine, Counter::live, 1); // the object made in it (undone by free_block_unmade)
+    if (bound)
+        add_to(mine, Counter::bound, 1); // its wrapper's T1 (undone the same way)
     if (uint32_t c = block_class(size, align)) {
         BlockCache &cache = mine.cache;
         if (void *p = cache.head[c]) { // HOT: a block this thread freed before
@@ -239,13 +241,18 @@ void *allocate_block(size_t size, size_t align) {
     }
     if (!p) {
         add_to(mine, Counter::live, -1);
+        if (bound)
+            add_to(mine, Counter::bound, -1);
         throw std::bad_alloc();
     }
     return p;
 }
 
-void free_block_unmade(void *block, uint32_t size_class) noexcept {
-    add_to(this_thread(), Counter::live, -1);
+void free_block_unmade(void *block, uint32_t size_class, bool bound) noexcept {
+    ThreadState &mine = this_thread();
+    add_to(mine, Counter::live, -1);
+    if (bound)
+        add_to(mine, Counter::bound, -1);
     free_block(block, size_class);
 }
 
@@ -298,6 +305,11 @@ void on_last_strong(Object *obj) noexcept {
     if (t.size > 0)
         drain(t);
     t.draining = false;
+}
+
+void on_last_strong_unbound(Object *obj) noexcept {
+    add_to(this_thread(), Counter::bound, -1); // the wrapper that held the last reference
+    on_last_strong(obj);
 }
 
 void on_last_weak(Object *obj) noexcept {

@@ -94,7 +94,10 @@ template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper
 
     constexpr uint32_t size_class = block_class(prefix + sizeof(T), alignof(T));
     static_assert(size_class <= 15, "the size class must fit Object's 4 bits");
-    char *block = static_cast<char *>(detail::allocate_block(prefix + sizeof(T), alignof(T)));
+    // Made for a wrapper: allocate_block counts it bound now, and T1 does not (header.h).
+    const bool wrapped = with_header && for_wrapper;
+    char *block = static_cast<char *>(
+        detail::allocate_block(prefix + sizeof(T), alignof(T), wrapped));
     char *storage = block + prefix;
     if constexpr (with_header)
         new (storage - sizeof(ObjectHeader)) ObjectHeader();
@@ -103,7 +106,7 @@ template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper
     try {
         p = new (storage) T(std::forward<Args>(args)...);
     } catch (...) {
-        detail::free_block_unmade(block, size_class);
+        detail::free_block_unmade(block, size_class, wrapped);
         throw;
     }
     Object *o = static_cast<Object *>(p);
@@ -111,8 +114,8 @@ template <typename T, typename... Args> Ref<T> make_object_impl(bool for_wrapper
     detail::ObjectAccess::init(
         o, detail::type_index_of<T>(),
         with_header ? static_cast<size_t>(ob - (storage - sizeof(ObjectHeader))) : 0, prefix,
-        size_class, with_header && for_wrapper);
-    return Ref<T>::adopt(p); // allocate_block counted it live
+        size_class, wrapped);
+    return Ref<T>::adopt(p); // allocate_block counted it live (and bound if wrapped)
 }
 } // namespace detail
 

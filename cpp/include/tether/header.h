@@ -50,6 +50,8 @@
 //   T0 make      -> DETACHED            make_object<T> (alloc.h): block, header, n = 1.
 //   T1 bind      DETACHED -> BOUND(w)   Python constructed T: `w` is the wrapper its type
 //                                        call allocated; w owns make_object's reference.
+//                                        (Counted bound by allocate_block already when
+//                                        made by tether::init: one per-thread access.)
 //   T2 wrap      DETACHED -> BOUND(w)   first trip to Python of an object C++ holds: a new
 //                                        wrapper takes a reference, and SHARED (n >= 2).
 //   T3 hit       BOUND(w) -> BOUND(w)   every later trip: Py_INCREF(w). The hot path: one
@@ -66,7 +68,8 @@
 //                                        word (T9 may follow); a count taken meanwhile keeps
 //                                        the object, without a wrapper. When w holds the only
 //                                        count and no WeakRef exists, nothing can race it: no
-//                                        lock, no compare-exchange.
+//                                        lock, no compare-exchange, and T9 uncounts it as
+//                                        bound (on_last_strong_unbound).
 //   T7 move      BOUND(w) -> DETACHED   tether.move(w): w's reference becomes the C++
 //                                        callee's; w becomes a moved-from shell. Free-threaded
 //                                        builds: under w's critical section (which field

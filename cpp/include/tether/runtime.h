@@ -16,12 +16,12 @@ namespace tether {
 
 /// Bumped whenever the header, Object's layout or the hook table change. A module built
 /// against other headers than the loaded libtether refuses to import (see check_abi()).
-constexpr uint32_t abi_version = 4; // 4: block size class in Object, free_block(block, class)
+constexpr uint32_t abi_version = 5; // 5: allocate_block counts `bound` too, on_last_strong_unbound
 
 /// What tether.stats() counts.
 enum class Counter : int {
     live = 0,     ///< objects made by make_object and not yet destroyed
-    bound = 1,    ///< objects with a wrapper (header word BOUND)
+    bound = 1,    ///< objects with a wrapper (header word BOUND; from allocation for tether::init)
     shared = 2,   ///< of those, the ones C++ also holds (SHARED: the header keeps the wrapper)
     orphaned = 3, ///< wrappers left behind by a finalized interpreter (T8)
 };
@@ -71,12 +71,19 @@ constexpr uint32_t block_class(size_t size, size_t align) noexcept {
 }
 constexpr size_t block_class_size(uint32_t c) noexcept { return 16 * (size_t) c + 8; }
 
-/// A block for make_object, counted as one live object (Counter::live) from here on.
-TETHER_API void *allocate_block(size_t size, size_t align);
+/// A block for make_object, counted as one live object (Counter::live) from here on, and
+/// also as bound (Counter::bound) if `bound`: its wrapper is being made (tether::init), and
+/// T1 ties the two without counting again. Both counts in one per-thread access.
+TETHER_API void *allocate_block(size_t size, size_t align, bool bound);
 /// Frees a block (size_class: block_class(size, align) of its allocation).
 TETHER_API void free_block(void *block, uint32_t size_class) noexcept;
-/// The same for a block whose object was never made (its constructor threw): uncounts it.
-TETHER_API void free_block_unmade(void *block, uint32_t size_class) noexcept;
+/// The same for a block whose object was never made (its constructor threw): uncounts it
+/// (`bound`: as allocate_block was told).
+TETHER_API void free_block_unmade(void *block, uint32_t size_class, bool bound) noexcept;
+/// T6 then T9: a wrapper died holding the object's last reference (its header word already
+/// DETACHED, the count zero). Uncounts the object as bound and destroys it, with one
+/// per-thread access for both counts.
+TETHER_API void on_last_strong_unbound(Object *obj) noexcept;
 } // namespace detail
 
 inline Stats stats() noexcept { return detail::read_stats(); }
