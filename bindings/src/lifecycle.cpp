@@ -167,7 +167,10 @@ PyObject *raise_unusable(PyObject *self) noexcept {
 
 // ---- T1 bind: Python constructed the object ----------------------------------------------------
 
-bool bind_new(PyObject *self, Object *obj) noexcept {
+/// T1 for all but bind_new's common case: __init__ run on a wrapper twice, a type without a
+/// header, an object make_object made (not tether::init), or one whose constructor handed
+/// `this` to C++. Out of line, so that the common case saves and restores no registers.
+__attribute__((noinline)) static bool bind_new_other(PyObject *self, Object *obj) noexcept {
     Wrapper *w = reinterpret_cast<Wrapper *>(self);
     if (w->object || w->state.state != state_uninitialized) {
         PyErr_Format(PyExc_TypeError, "%s.__init__() called on an already initialized object",
@@ -190,9 +193,7 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
         c = strong(obj).fetch_or(WRAPPED, std::memory_order_acq_rel) | WRAPPED;
         count(Counter::bound, 1); // (tether::init's allocate_block counted its own)
     }
-    if ((c & COUNT) == 1) {
-        // HOT: every construction. The only reference is the one make_object returned to
-        // this thread, so no other thread can reach the header: no lock.
+    if ((c & COUNT) == 1) { // the only reference, as in bind_new: no lock
         TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
         publish(h, self, WrapState::Bound);
         return true;
@@ -203,6 +204,22 @@ bool bind_new(PyObject *self, Object *obj) noexcept {
         publish(h, self, WrapState::Bound);
     }
     settle(obj);
+    return true;
+}
+
+bool bind_new(PyObject *self, Object *obj) noexcept {
+    Wrapper *w = reinterpret_cast<Wrapper *>(self);
+    ObjectHeader *h = obj->header();
+    // HOT: every construction through tether::init. The only reference is the one
+    // make_object returned to this thread for this wrapper (WRAPPED | 1, counted bound by
+    // allocate_block), so no other thread can reach the header: no lock, no count.
+    if (w->object || w->state.state != state_uninitialized || !h ||
+        strong(obj).load(std::memory_order_relaxed) != (WRAPPED | 1))
+        return bind_new_other(self, obj);
+    mark_ready(self, obj);
+    allow_try_incref(self);
+    TETHER_ASSERT(h->load() == 0, "T1 starts from DETACHED");
+    publish(h, self, WrapState::Bound);
     return true;
 }
 

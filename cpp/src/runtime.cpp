@@ -287,7 +287,8 @@ void on_unshare(Object *obj) noexcept {
         on_last_strong(obj);
 }
 
-void on_last_strong(Object *obj) noexcept {
+/// T9: on_last_strong's body, also inlined into on_last_strong_unbound.
+static __attribute__((always_inline)) inline void last_strong(Object *obj) noexcept {
     // Counts on an object tether did not allocate (a member of another object, a stack
     // object) never free it: its owner does.
     if (!obj->made_by_tether())
@@ -307,9 +308,11 @@ void on_last_strong(Object *obj) noexcept {
     t.draining = false;
 }
 
+void on_last_strong(Object *obj) noexcept { last_strong(obj); }
+
 void on_last_strong_unbound(Object *obj) noexcept {
     add_to(this_thread(), Counter::bound, -1); // the wrapper that held the last reference
-    on_last_strong(obj);
+    last_strong(obj);
 }
 
 void on_last_weak(Object *obj) noexcept {
