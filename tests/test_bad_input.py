@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Bad input raises a clear TypeError or ValueError and leaves the object as it was."""
-import gc
-
 import pytest
 
 import tether
 from tether import testing as t
+
+from conftest import collect
 
 pytestmark = pytest.mark.usefixtures("clean")
 
@@ -73,7 +73,7 @@ class TestBadInput:
     def test_failed_constructions_give_back_their_counts(self):
         """tether::init counts an object bound when it allocates it (one per-thread access
         with the live count); each way a construction can fail after that gives both back."""
-        gc.collect()
+        collect()
         before = tether.stats()
         i = t.Inner(1)
         with pytest.raises(TypeError, match="already initialized"):
@@ -87,7 +87,7 @@ class TestBadInput:
         with pytest.raises((ValueError, MemoryError)):
             D()
         del i
-        gc.collect()
+        collect()
         assert tether.stats() == before
 
     def test_uninitialized_wrapper(self):
