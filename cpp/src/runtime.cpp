@@ -218,11 +218,17 @@ std::atomic<void *> *type_slot(uint32_t index) noexcept {
     return index < max_types ? &g_type_slots[index] : nullptr;
 }
 
+/// The counts of an object made in a block: live, and bound if made for a wrapper (T1's
+/// count, taken here by tether::init). +1 by allocate_block, -1 when it is never made.
+static inline void count_made(ThreadState &mine, int64_t delta, bool bound) noexcept {
+    add_to(mine, Counter::live, delta);
+    if (bound)
+        add_to(mine, Counter::bound, delta);
+}
+
 void *allocate_block(size_t size, size_t align, bool bound) {
     ThreadState &mine = this_thread();
-    add_to(mine, Counter::live, 1); // the object made in it (undone by free_block_unmade)
-    if (bound)
-        add_to(mine, Counter::bound, 1); // its wrapper's T1 (undone the same way)
+    count_made(mine, 1, bound); // undone by free_block_unmade
     if (uint32_t c = block_class(size, align)) {
         BlockCache &cache = mine.cache;
         if (void *p = cache.head[c]) { // HOT: a block this thread freed before
@@ -240,19 +246,14 @@ void *allocate_block(size_t size, size_t align, bool bound) {
         p = std::aligned_alloc(align, size);
     }
     if (!p) {
-        add_to(mine, Counter::live, -1);
-        if (bound)
-            add_to(mine, Counter::bound, -1);
+        count_made(mine, -1, bound);
         throw std::bad_alloc();
     }
     return p;
 }
 
 void free_block_unmade(void *block, uint32_t size_class, bool bound) noexcept {
-    ThreadState &mine = this_thread();
-    add_to(mine, Counter::live, -1);
-    if (bound)
-        add_to(mine, Counter::bound, -1);
+    count_made(this_thread(), -1, bound);
     free_block(block, size_class);
 }
 
