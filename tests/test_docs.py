@@ -3,8 +3,11 @@
 
 - Every fenced block whose info string is exactly ``python`` runs: the blocks of one page in
   order, in one fresh interpreter (so a crash fails the test, not the session).
-- The C++ the guide shows is included from compiled sources between ``[doc-...]`` markers:
-  each marker the pages use exists.
+- The C++ the pages show is written inline (```` ```cpp ```` blocks, readable as plain Markdown)
+  and copied from compiled sources: a block preceded by
+  ``<!-- mirrors path/to/file.cpp [doc-name] -->`` must equal the lines between
+  ``// [doc-name]`` and ``// [doc-name-end]`` in that file (indentation and trailing
+  whitespace aside), and every C++ block of the guide must mirror one.
 - ``reference/python.md`` documents every name in ``tether.__all__``.
 - The Sphinx build itself (warnings as errors) is ``.ci/docs``; it also runs here when sphinx
   and myst-parser are installed (``pip install ".[docs]"``).
@@ -51,17 +54,51 @@ def test_guide_runs_the_example_type():
     assert len(blocks) >= 8 and any("in_thread=True" in b for b in blocks)
 
 
-def test_included_sources_have_their_markers():
-    pattern = re.compile(r"```\{literalinclude\} (\S+)\n(.*?)```", re.S)
-    seen = 0
-    for page in PAGES:
-        for path, options in pattern.findall(page.read_text()):
-            source = (page.parent / path).resolve()
-            text = source.read_text()
-            for marker in re.findall(r':(?:start-after|end-before): "([^"]+)"', options):
-                assert marker in text, "%s: %s has no %s" % (page.name, path, marker)
-                seen += 1
-    assert seen >= 6
+ROOT = DOCS.parent
+CPP_FENCE = re.compile(r"^```(?:cpp|c\+\+)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+MIRROR = re.compile(r"^<!-- mirrors (\S+) \[(doc-[\w-]+)\] -->[ \t]*\n"
+                    r"```(?:cpp|c\+\+)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def normalized(code):
+    """The lines of a snippet without common indentation, trailing whitespace or blank ends."""
+    lines = [line.rstrip() for line in textwrap.dedent(code).splitlines()]
+    return "\n".join(lines).strip("\n")
+
+
+def marked_region(path, name):
+    """The lines strictly between `// [name]` and `// [name-end]` in the file at path."""
+    text = (ROOT / path).read_text()
+    start = re.search(r"^[ \t]*// \[%s\][ \t]*$" % re.escape(name), text, re.M)
+    assert start, "%s has no line '// [%s]'" % (path, name)
+    end = re.search(r"^[ \t]*// \[%s-end\][ \t]*$" % re.escape(name), text[start.end():], re.M)
+    assert end, "%s has no line '// [%s-end]' after '// [%s]'" % (path, name, name)
+    return text[start.end():start.end() + end.start()]
+
+
+def mirrored_blocks():
+    return [(page, path, name, code) for page in PAGES
+            for path, name, code in MIRROR.findall(page.read_text())]
+
+
+def test_guide_cpp_is_inline_and_mirrored():
+    guide = (DOCS / "guide.md").read_text()
+    assert "literalinclude" not in guide
+    mirrored = [name for page, _, name, _ in mirrored_blocks() if page.name == "guide.md"]
+    assert {"doc-node-struct", "doc-node-binding", "doc-node-calls"} <= set(mirrored)
+    assert len(CPP_FENCE.findall(guide)) == len(mirrored), (
+        "every ```cpp block of guide.md must follow a line "
+        "'<!-- mirrors <source file> [doc-name] -->' naming compiled code between "
+        "'// [doc-name]' and '// [doc-name-end]' markers")
+
+
+@pytest.mark.parametrize("page,path,name,code", mirrored_blocks(),
+                         ids=["%s:%s" % (b[0].name, b[2]) for b in mirrored_blocks()])
+def test_inline_cpp_matches_its_source(page, path, name, code):
+    source = normalized(marked_region(path, name))
+    shown = normalized(code)
+    assert shown == source, "%s: the block mirroring %s [%s] differs from the source; copy " \
+        "the lines between the markers into the page:\n%s" % (page.name, path, name, source)
 
 
 def test_python_reference_names_every_public_symbol():
