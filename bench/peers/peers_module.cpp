@@ -15,7 +15,11 @@
 //   Boxed                   Plain with its value in a heap block of its own (a unique_ptr
 //                           member): what a second allocation adds to a nanobind construction,
 //                           the layout tether's objects have (their block outlives the wrapper).
-//   echo(RefInner*)         a nanobind function returning Inner* (echo baseline).
+//   echo(RefInner*)         a nanobind function returning RefInner*: the borrowed `T*` echo
+//                           (the wrapper found again in nanobind's instance map).
+//   echo_ref(nb::ref<IntrInner>)  the owning echo: takes and returns nb::ref<IntrInner>
+//                           (a count of the C++ object taken and dropped, the wrapper found
+//                           through intrusive_base's self_py).
 #include <nanobind/nanobind.h>
 #include <nanobind/intrusive/counter.h>
 #include <nanobind/intrusive/ref.h>
@@ -107,4 +111,6 @@ NB_MODULE(_peers, m) {
 
     m.def("echo", [](RefInner *p) { return p; }, "obj"_a, nb::rv_policy::reference,
           "Return the same RefInner through RefInner* (a lookup in nanobind's instance map).");
+    m.def("echo_ref", [](nb::ref<IntrInner> p) { return p; }, "obj"_a,
+          "Return the same IntrInner through nb::ref<IntrInner> (owning: counts the object).");
 }
