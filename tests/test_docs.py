@@ -35,6 +35,7 @@ def python_blocks(page):
 def test_docs_exist():
     names = {p.relative_to(DOCS).as_posix() for p in PAGES}
     assert {"index.md", "guide.md", "semantics.md", "lifecycle.md", "performance.md",
+            "shipping.md", "embedding.md", "testing.md",
             "reference/cpp.md", "reference/python.md"} <= names
 
 
