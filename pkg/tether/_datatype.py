@@ -173,6 +173,19 @@ def _wrap_init(cls, generated):
     cls.__init__ = __init__
 
 
+_T = typing.TypeVar("_T")
+
+
+# For type checkers: dataclass_transform (PEP 681) makes them synthesize __init__ from the
+# fields as for dataclasses.dataclass (`Point(1, 2.0)` against `x: int; y: float = 0.0`), and
+# read frozen/order/kw_only from the call; the overloads give both spellings their types.
+@typing.overload
+def dataclass(cls: type[_T], /) -> type[_T]: ...
+@typing.overload
+def dataclass(*, init: bool = True, repr: bool = True, eq: bool = True, order: bool = False,
+              unsafe_hash: bool = False, frozen: bool = False, match_args: bool = True,
+              kw_only: bool = False) -> typing.Callable[[type[_T]], type[_T]]: ...
+@typing.dataclass_transform(field_specifiers=(dataclasses.field, dataclasses.Field))
 def dataclass(cls=None, /, *, init=True, repr=True, eq=True, order=False, unsafe_hash=False,
               frozen=False, match_args=True, kw_only=False):
     """Like ``dataclasses.dataclass``, for a class deriving from ``tether.Object``: instances
