@@ -22,6 +22,8 @@ ROWS = [  # (row, tether case, baseline case)
     ("Inner(1) / nb Boxed(1)", "tether.new", "nb.boxed"),
     ("nb Boxed(1) / nb Plain(1)", "nb.boxed", "nb.new"),
     ("echo(x) / nb echo", "tether.echo", "nb.echo"),
+    ("echo(x) Ref<T> / nb::ref<T> echo", "tether.echo", "nb-intrusive.echo"),
+    ("Inner(1) / nb IntrInner(1)", "tether.new", "nb-intrusive.new"),
     ("echo_inner / nb echo", "tether.echo_inner", "nb.echo"),
     ("untied read / nb-ref cold", "untied.read", "nb-ref.cold"),
     ("untied new / nb Plain(1)", "untied.new", "nb.new"),

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`python -m tether.bench --quick` still runs and prints its table (no timing assertions)."""
+"""`python -m tether.bench --quick` still runs and prints its verdict and tables (no timing
+assertions: the numbers of a quick run mean nothing, only their presence and shape is checked)."""
 import json
 import subprocess
 import sys
@@ -8,19 +9,89 @@ import sysconfig
 import pytest
 
 from cmake_build import tether_nanobind_version
-from tether.bench import targets, threads
+from tether.bench import targets, threads, verdict
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    """One quick run shared by the tests below: (printed table, parsed JSON)."""
+def quick_json(tmp_path_factory):
+    """One quick run with --targets shared by the tests below: (printed text, JSON path)."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "tether.bench", "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tether.bench", "--quick", "--targets",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout, json.loads(out.read_text())
+    return proc.stdout, out
+
+
+@pytest.fixture(scope="module")
+def quick(quick_json):
+    """(printed text, parsed JSON) of the shared quick run."""
+    text, out = quick_json
+    return text, json.loads(out.read_text())
+
+
+def _from_json(path, *flags) -> str:
+    """The report of a saved run, as ``python -m tether.bench --from-json`` prints it."""
+    proc = subprocess.run([sys.executable, "-m", "tether.bench", "--from-json", str(path), *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+class TestVerdict:
+    """The output starts with the verdict: identity's cost and the like-for-like rows."""
+
+    def test_starts_with_the_verdict(self, quick_json):
+        _, path = quick_json
+        text = _from_json(path)  # what `python -m tether.bench` prints, without --targets
+        head = text.split("## This run")[0]
+        assert text.startswith("# tether benchmark: the verdict")
+        assert "identity costs" in head and "per read" in head and "per call" in head
+        assert "per object" in head and "tether vs nanobind" in head
+        assert "Measured on " in head and "load average" in head and "CPython" in head
+        assert "## Targets" not in text  # the numbered targets only with --targets
+
+    def test_like_for_like_rows(self, quick):
+        text, res = quick
+        rows = {(r["tether"], r["peer"]): r for r in res["verdict"]}
+        # owning Ref<T> against nb::ref<T>, borrowed T* against T*
+        for pair in (("tether.echo", "nb-intrusive.echo"), ("tether.echo_inner", "nb.echo"),
+                     ("tether.hot", "nb-intrusive.hot"), ("tether.hot", "nb-ref.hot"),
+                     ("tether.revive", "nb-ref.cold"), ("tether.new", "nb-intrusive.new"),
+                     ("tether.new", "nb.new"), ("tether", "nb-intrusive"), ("tether", "nb-ref")):
+            r = rows[pair]
+            assert r["value"] > 0 and r["base"] > 0
+            assert r["verdict"] in ("faster", "slower", "even", "smaller", "larger")
+        assert rows[("tether.echo", "nb-intrusive.echo")]["style"] == "owning"
+        assert rows[("tether.echo_inner", "nb.echo")]["style"] == "borrowed"
+        head = text.split("## This run")[0]
+        assert "| `echo(x)`, `Ref<T>` in and out | owning |" in head
+        assert "| `echo(x)`, `T*` in and out | borrowed |" in head
+        assert "## Targets" in text  # this run asked for them
+
+    def test_judge(self):
+        assert verdict.judge(0.80) == "faster" and verdict.judge(1.20) == "slower"
+        assert verdict.judge(1.04) == "even" and verdict.judge(0.96) == "even"
+        assert verdict.judge(1.50, higher_is_better=True) == "faster"
+        assert verdict.judge(float("nan")) == "-"
+
+    def test_rows_from_numbers(self):
+        """Which rows a run fills, bytes as smaller/larger, thread scaling higher-is-better,
+        refusal when a baseline turned the GIL on (no timing involved)."""
+        t = {k: {"min_ns": v} for k, v in (("tether.echo", 20.0), ("nb-intrusive.echo", 25.0),
+                                           ("tether.new", 50.0), ("nb.new", 40.0))}
+        res = {"times": t, "scaling": {}, "config": {"scale": [1000, 1000000]},
+               "memory": {"tether": {"total": 88.0}, "nb-ref": {"total": 94.0}},
+               "threads": {"results": {"own.read.tether": {"scaling": 2.0},
+                                       "own.read.nb": {"scaling": 0.5}}},
+               "gil": {"refuse_nanobind": ""}}
+        got = {(r["tether"], r["peer"]): r["verdict"] for r in verdict.evaluate(res)}
+        assert got == {("tether.echo", "nb-intrusive.echo"): "faster",
+                       ("tether.new", "nb.new"): "slower", ("tether", "nb-ref"): "smaller",
+                       ("own.read.tether", "own.read.nb"): "faster"}
+        res["gil"]["refuse_nanobind"] = "tether._peers enabled the GIL"
+        assert {r["verdict"] for r in verdict.evaluate(res)} == {"refused"}
 
 
 class TestQuickBenchmark:
@@ -28,7 +99,8 @@ class TestQuickBenchmark:
 
     def test_prints_table_and_json(self, quick):
         text, res = quick
-        for heading in ("# tether benchmark", "## Targets", "## ns per operation", "## Identity",
+        for heading in ("# tether benchmark: the verdict", "## Targets", "## ns per operation",
+                        "## Identity",
                         "## Bytes per wrapped object", "Opt-out (Untied vs Inner)", "## Threads",
                         "## Spread between processes", "machine load: at start load average"):
             assert heading in text
@@ -44,7 +116,8 @@ class TestQuickBenchmark:
         # tether._peers is built FREE_THREADED: importing it never turns the GIL back on
         assert res["gil"]["enabled_by"] == [] and res["gil"]["refuse_nanobind"] == ""
         for key in ("slots.read", "nb-ref.cold", "nb-intrusive.hot", "tether.hot", "tether.revive",
-                    "tether.int", "nb.new", "tether.new", "nb.echo", "tether.echo_inner"):
+                    "tether.int", "nb.new", "tether.new", "nb.echo", "tether.echo_inner",
+                    "nb-intrusive.echo", "nb-intrusive.new", "nb-intrusive.cold"):
             assert res["times"][key]["min_ns"] > 0
 
     def test_identity_columns(self, quick):

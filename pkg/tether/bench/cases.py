@@ -6,8 +6,10 @@ Variants, side by side on equivalent C++ structs (an Outer holding an Inner{int6
   slots         pure-Python classes with ``__slots__``: the floor.
   nb-ref        nanobind def_prop_ro returning Inner* with reference_internal (tether._peers).
   nb-intrusive  nanobind nb::ref<Inner> with intrusive_base; pins the wrapper (tether._peers).
+                Its echo takes and returns nb::ref<IntrInner> (the owning peer of tether's
+                Ref<T> echo) and its construction makes an intrusive_base object.
   nb            a plain nanobind class (construction, int field) and a function returning
-                Inner* (echo), from tether._peers.
+                Inner* (echo: the borrowed peer of tether's Inner* echo), from tether._peers.
   tether        tether.testing.Outer / Inner / Untied.
 
 "hot" reads hold the sub-object's wrapper in a variable while ``a.x`` is read; "cold" and
@@ -98,6 +100,8 @@ def main_cases() -> list:
         Case("nb-ref.cold", "a.x", _read("nb-ref", False), "nb-ref: a.x, no wrapper of x alive"),
         Case("nb-intrusive.hot", "a.x", _read("nb-intrusive", True),
              "nb-intrusive: a.x (wrapper pinned by C++)"),
+        Case("nb-intrusive.cold", "a.x", _read("nb-intrusive", False),
+             "nb-intrusive: a.x, no Python reference to x (C++ pins its wrapper)"),
         Case("tether.hot", "a.x", _read("tether", True), "tether: a.x, wrapper of x held (BOUND)"),
         Case("tether.revive", "a.x", _read("tether", False),
              "tether: a.x, no Python reference to x: the header keeps its wrapper"),
@@ -109,12 +113,17 @@ def main_cases() -> list:
              "tether: i.value (def_field int64)"),
         Case("slots.new", "C(1)", _names(C=SlotsInner), "slots: SlotsInner(1) (+ free)"),
         Case("nb.new", "C(1)", _names(C=nbp.Plain), "nb: Plain(1) (+ free)"),
+        Case("nb-intrusive.new", "C(1)", _names(C=nbp.IntrInner),
+             "nb-intrusive: IntrInner(1), an intrusive_base object (+ free)"),
         Case("nb.boxed", "C(1)", _names(C=nbp.Boxed),
              "nb: Boxed(1), the value in a heap block of its own (+ free)"),
         Case("tether.new", "C(1)", _names(C=tt.Inner), "tether: Inner(1) (+ free)"),
         Case("untied.new", "C(1)", _names(C=tt.Untied), "tether: Untied(1), no header (+ free)"),
         Case("nb.echo", "echo(x)", lambda: {"echo": nbp.echo, "x": nbp.RefInner(1)},
              "nb: echo(x), Inner* -> Inner*"),
+        Case("nb-intrusive.echo", "echo(x)",
+             lambda: {"echo": nbp.echo_ref, "x": nbp.IntrInner(1)},
+             "nb-intrusive: echo_ref(x), nb::ref<Inner> -> nb::ref<Inner>"),
         Case("tether.echo_inner", "echo(x)", lambda: {"echo": tt.echo_inner, "x": tt.Inner(1)},
              "tether: echo_inner(x), Inner* -> Inner*"),
         Case("tether.echo", "echo(x)", lambda: {"echo": tt.echo, "x": tt.Inner(1)},
@@ -150,7 +159,8 @@ def scaling_cases(n: int) -> list:
     out = []
     for key, holder, hot in (("slots.read", "slots", True), ("tether.hot", "tether", True),
                              ("tether.revive", "tether", False), ("nb-ref.cold", "nb-ref", False),
-                             ("nb-ref.hot", "nb-ref", True)):
+                             ("nb-ref.hot", "nb-ref", True),
+                             ("nb-intrusive.hot", "nb-intrusive", True)):
         out.append(Case(f"{key}@{n}", stmt, _population(holder, n, hot),
                         f"{key} over {sample} of {n} live objects", ops_per_stmt=sample, unroll=1))
     return out

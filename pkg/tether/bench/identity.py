@@ -24,7 +24,7 @@ def _untied_box(v: int = 1):
 VARIANTS = {
     "slots": (HOLDERS["slots"], "x", None, SlotsInner),
     "nb-ref": (nbp.RefOuter, "x", nbp.echo, nbp.RefInner),
-    "nb-intrusive": (nbp.IntrOuter, "x", None, nbp.IntrInner),
+    "nb-intrusive": (nbp.IntrOuter, "x", nbp.echo_ref, nbp.IntrInner),
     "tether": (HOLDERS["tether"], "x", tt.echo_inner, tt.Inner),
     "tether-untied": (_untied_box, "value", tt.echo, tt.Untied),
 }

@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""tether.bench.report: runs every phase and prints the table for people (and the JSON)."""
+"""tether.bench.report: runs every phase and prints the verdict and tables for people (and the JSON).
+
+The output starts with the verdict (tether.bench.verdict): what identity costs per read, per
+call and per object, and tether against its like-for-like nanobind peer on every row. The
+numbered internal targets (tether.bench.targets) and the run-to-run spread they need are
+printed with ``--targets`` only."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +16,7 @@ import statistics
 import sys
 import time
 
-from . import identity, memory, spread, targets, threads, timing
+from . import identity, memory, spread, targets, threads, timing, verdict
 
 
 # ---- settings -------------------------------------------------------------------------------
@@ -101,9 +106,10 @@ def _load() -> str:
         return "unknown"
 
 
-def run(cfg: dict, log=lambda s: None, gil: dict | None = None) -> dict:
+def run(cfg: dict, log=lambda s: None, gil: dict | None = None, with_spread: bool = True) -> dict:
     """Every phase; returns the JSON-able results. ``gil``: threads.probe_gil(), taken before
-    the benchmark's modules were imported (``python -m tether.bench`` does)."""
+    the benchmark's modules were imported (``python -m tether.bench`` does). ``with_spread``:
+    the spread between fresh interpreters, which only target 8 reads (``--targets``)."""
     if gil is None:
         gil = threads.probe_gil()
     import tether
@@ -123,13 +129,15 @@ def run(cfg: dict, log=lambda s: None, gil: dict | None = None) -> dict:
     scaling = _scaling(scaling_cases, small, big, cfg, log)
     log("threads ...")
     out["threads"] = threads.run(cfg["thread_rounds"], cfg["thread_ms"], log)
-    log(f"spread: getter rows in {cfg['spread_procs']} fresh interpreters ...")
-    out["spread"] = spread.measure(cfg["spread_procs"], cfg["spread_rounds"], cfg["target_ms"])
+    if with_spread:
+        log(f"spread: getter rows in {cfg['spread_procs']} fresh interpreters ...")
+        out["spread"] = spread.measure(cfg["spread_procs"], cfg["spread_rounds"],
+                                       cfg["target_ms"])
     log("memory (one fresh interpreter per variant) ...")
     mem = memory.measure_all(cfg["n_mem"])
     hb = tether.header_size()
     checks = targets.evaluate(times, scaling, small, big, mem, threads.free_threaded(),
-                              out["threads"], out["spread"], gil["refuse_nanobind"])
+                              out["threads"], out.get("spread"), gil["refuse_nanobind"])
     out["machine"]["load_after"] = _load()
     out["times"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
                         "samples_ns": r.samples_ns} for k, r in times.items()}
@@ -138,6 +146,7 @@ def run(cfg: dict, log=lambda s: None, gil: dict | None = None) -> dict:
     out["memory"] = mem
     out["opt_out"] = targets.opt_out_summary(mem, out["identity"], hb)
     out["targets"] = [c.as_dict() for c in checks]
+    out["verdict"] = verdict.evaluate(out)
     return out
 
 
@@ -147,24 +156,10 @@ def _yn(b) -> str:
     return "yes" if b else "no"
 
 
-def render(res: dict) -> str:
-    m, lines = res["machine"], []
+def _targets(res: dict) -> list:
+    """The numbered targets (``--targets``): each ratio against its limit."""
+    lines: list = []
     w = lines.append
-    w("# tether benchmark (python -m tether.bench)")
-    w("")
-    w(f"- machine: {m['cpu']}, {m['nproc']} CPUs, {m['platform']}"
-      + (f" ({m['cpu_detail']})" if m.get("cpu_detail") else ""))
-    w(f"- versions: {m['implementation']} {m['python']}, nanobind {m['nanobind']}, "
-      f"tether {m['tether']} (ABI {m['tether_abi']}, header {m['header_bytes']} B)")
-    w(f"- timing: {m['timing']}; ns per single operation")
-    build = "free-threaded" if m.get("free_threaded") else "GIL"
-    w(f"- build: {build}, GIL {'enabled' if m.get('gil_enabled') else 'disabled'} "
-      f"(PYTHON_GIL={res['gil'].get('env_python_gil')})")
-    w(f"- machine load: at start {m.get('load')}; at end {m.get('load_after', '?')}")
-    refused = res["gil"].get("refuse_nanobind")
-    if refused:
-        w("")
-        w(f"**nanobind ratios refused**: {refused}. Rebuild tether._peers with FREE_THREADED.")
     w("")
     w("## Targets (ratios within this run)")
     w("")
@@ -181,7 +176,7 @@ def render(res: dict) -> str:
           f"{ratio} | {limit} | {c.get('verdict', 'MET' if c['met'] else 'missed')} |")
     small, big = res["config"]["scale"]
     refs = []
-    for key in ("slots.read", "nb-ref.hot", "nb-ref.cold"):
+    for key in ("slots.read", "nb-ref.hot", "nb-ref.cold", "nb-intrusive.hot"):
         a, b = res["scaling"].get(f"{key}@{big}"), res["scaling"].get(f"{key}@{small}")
         if a and b:
             refs.append(f"{key} {a['min_ns'] / b['min_ns']:.2f}")
@@ -189,6 +184,55 @@ def render(res: dict) -> str:
         w("")
         w(f"Scaling of the other variants for the same access pattern ({big} / {small} live "
           f"objects): " + ", ".join(refs) + ".")
+    return lines
+
+
+def _short_machine(m: dict) -> str:
+    """One line: CPU, CPUs, Python, load (what the verdict's numbers depend on)."""
+    detail = m.get("cpu_detail", "")
+    fam = ", ".join(p for p in detail.split(", ") if p.split(" ")[0] in ("family", "model"))
+    build = " free-threaded" if m.get("free_threaded") else ""
+    gil = "" if not m.get("free_threaded") else (", GIL on" if m.get("gil_enabled") else ", GIL off")
+    load = m.get("load", "?").split(" (")[0].replace("load average ", "")
+    return (f"{m['cpu']}{f' ({fam})' if fam else ''}, {m['nproc']} CPUs; "
+            f"{m['implementation']} {m['python']}{build}{gil}, nanobind {m['nanobind']}; "
+            f"load average {load} at start")
+
+
+def render(res: dict, show_targets: bool = False) -> str:
+    m, lines = res["machine"], []
+    w = lines.append
+    rows = verdict.evaluate(res)  # from the run's numbers (also for a JSON of an older run)
+    w("# tether benchmark: the verdict")
+    w("")
+    w(f"Measured on {_short_machine(m)}.")
+    w("")
+    for line in verdict.summary(res, rows):
+        w(line)
+        w("")
+    lines += verdict.table(rows)
+    w("")
+    w("Ratios are tether's number over its peer's, both measured in this run (ns: minimum over "
+      "rounds); `python -m tether.bench --targets` adds the project's numbered targets. "
+      "bench/README.md explains each row and where tether is slower, and why.")
+    w("")
+    w("## This run")
+    w("")
+    w(f"- machine: {m['cpu']}, {m['nproc']} CPUs, {m['platform']}"
+      + (f" ({m['cpu_detail']})" if m.get("cpu_detail") else ""))
+    w(f"- versions: {m['implementation']} {m['python']}, nanobind {m['nanobind']}, "
+      f"tether {m['tether']} (ABI {m['tether_abi']}, header {m['header_bytes']} B)")
+    w(f"- timing: {m['timing']}; ns per single operation")
+    build = "free-threaded" if m.get("free_threaded") else "GIL"
+    w(f"- build: {build}, GIL {'enabled' if m.get('gil_enabled') else 'disabled'} "
+      f"(PYTHON_GIL={res['gil'].get('env_python_gil')})")
+    w(f"- machine load: at start {m.get('load')}; at end {m.get('load_after', '?')}")
+    refused = res["gil"].get("refuse_nanobind")
+    if refused:
+        w("")
+        w(f"**nanobind ratios refused**: {refused}. Rebuild tether._peers with FREE_THREADED.")
+    if show_targets:
+        lines += _targets(res)
     w("")
     w("## ns per operation")
     w("")
@@ -248,15 +292,24 @@ def main(argv=None, gil: dict | None = None) -> int:
     p.add_argument("--rounds", type=int, help="round-robin rounds (default 400)")
     p.add_argument("--target-ms", type=float, help="ms per timing sample (default 0.5)")
     p.add_argument("--n-mem", type=int, help="objects per memory measurement (default 100000)")
+    p.add_argument("--targets", action="store_true",
+                   help="also measure the spread between processes and print the project's "
+                        "numbered targets (met / missed)")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="print the report of a run saved with --json (no timing)")
     args = p.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            print(render(json.load(f), show_targets=args.targets))
+        return 0
     cfg = dict(QUICK if args.quick else FULL)
     for k in ("rounds", "target_ms", "n_mem"):
         if getattr(args, k) is not None:
             cfg[k] = getattr(args, k)
     t0 = time.perf_counter()
-    res = run(cfg, lambda s: print(s, file=sys.stderr, flush=True), gil)
+    res = run(cfg, lambda s: print(s, file=sys.stderr, flush=True), gil, with_spread=args.targets)
     res["elapsed_s"] = time.perf_counter() - t0
-    print(render(res))
+    print(render(res, show_targets=args.targets))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
