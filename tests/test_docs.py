@@ -7,7 +7,9 @@
   and copied from compiled sources: a block preceded by
   ``<!-- mirrors path/to/file.cpp [doc-name] -->`` must equal the lines between
   ``// [doc-name]`` and ``// [doc-name-end]`` in that file (indentation and trailing
-  whitespace aside), and every C++ block of the guide must mirror one.
+  whitespace aside), and every C++ block of the guide must mirror one. A block preceded by
+  ``<!-- mirrors path/to/file without comments -->`` equals that whole TOML or CMake file
+  without its ``#`` comments and blank lines.
 - ``reference/python.md`` documents every name in ``tether.__all__``.
 - The Sphinx build itself (warnings as errors) is ``.ci/docs``; it also runs here when sphinx
   and myst-parser are installed (``pip install ".[docs]"``).
@@ -100,6 +102,36 @@ def test_inline_cpp_matches_its_source(page, path, name, code):
     shown = normalized(code)
     assert shown == source, "%s: the block mirroring %s [%s] differs from the source; copy " \
         "the lines between the markers into the page:\n%s" % (page.name, path, name, source)
+
+
+FILE_MIRROR = re.compile(r"^<!-- mirrors (\S+) without comments -->[ \t]*\n"
+                         r"```\w+[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def without_comment(line):
+    """A TOML or CMake line up to its first `#` outside double quotes."""
+    quoted = False
+    for i, c in enumerate(line):
+        if c == '"':
+            quoted = not quoted
+        elif c == "#" and not quoted:
+            return line[:i]
+    return line
+
+
+def without_comments(text):
+    """Non-blank lines of a TOML or CMake file, `#` comments and trailing whitespace removed."""
+    lines = (without_comment(line).rstrip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def test_quoted_files_match_their_source():
+    quoted = [(page, path, code) for page in PAGES for path, code in FILE_MIRROR.findall(
+        page.read_text())]
+    assert len(quoted) >= 2
+    for page, path, code in quoted:
+        assert without_comments(code) == without_comments((ROOT / path).read_text()), (
+            "%s: the block quoting %s differs from the file" % (page.name, path))
 
 
 def test_python_reference_names_every_public_symbol():
