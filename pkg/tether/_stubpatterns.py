@@ -8,7 +8,15 @@ stubgen writes a C getset descriptor as ``value: getset_descriptor``. The build 
 and passes OUT.pat to ``nanobind_add_stub(... PATTERN_FILE OUT.pat)``: one pattern per declared
 field (its annotation and docstring, read from ``__tether_fields__`` / ``__annotations__``),
 ``__tether_fields__`` itself, and ``tether.Object`` with the methods the Python layer adds.
-A downstream module can run it the same way on its own modules.
+
+Downstream modules get the same through CMake: ``tether_add_module(... STUBS)`` or
+``tether_add_stub(target)`` (tether-config.cmake) run
+
+    python -m tether._stubpatterns -i <dir of the built module> OUT.pat MODULE
+
+(``-i DIR``, repeatable, puts DIR first on sys.path, like nanobind.stubgen's ``-i``), then
+nanobind.stubgen with that pattern file. The modules are imported, so the build's Python must
+be able to import tether and the module's dependencies.
 """
 import importlib
 import re
@@ -108,10 +116,22 @@ def patterns(module_names):
     return "\n".join(out) + "\n"
 
 
+USAGE = "usage: python -m tether._stubpatterns [-i DIR]... OUT.pat MODULE...\n"
+
+
 def main(argv):
-    if len(argv) < 2:
-        sys.stderr.write("usage: python -m tether._stubpatterns OUT.pat MODULE...\n")
+    argv = list(argv)
+    paths = []
+    while argv and argv[0] == "-i":
+        if len(argv) < 2:
+            sys.stderr.write(USAGE)
+            return 2
+        paths.append(argv[1])
+        del argv[:2]
+    if len(argv) < 2 or argv[0].startswith("-"):
+        sys.stderr.write(USAGE)
         return 2
+    sys.path[:0] = paths
     text = patterns(argv[1:])
     with open(argv[0], "w", encoding="utf-8") as f:
         f.write(text)
