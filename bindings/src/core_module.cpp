@@ -31,6 +31,7 @@ void check_inst_layout(nb::module_ &m) {
 
 NB_MODULE(_core, m) {
     m.doc() = "tether's extension core: the object base type and the runtime entry points";
+    tether::detail::module_initialized() = true; // tether::init_module() imports this module
     if (tether::py::initialize() != 0)
         throw nb::python_error();
     if (tether::py::export_runtime_api(m.ptr()) != 0) // downstream modules bind to this

@@ -19,6 +19,23 @@ names, with the class's own name bound, so ``left: "Node | None"`` inside ``Node
 import sys
 import typing
 
+
+
+def resolve_pending(cls):
+    """Resolve the fields of ``cls`` whose annotation named a type not bound yet.
+
+    A C++ field (``def_field``) whose type is bound later, in the same module or in another
+    one, is annotated with a forward reference (a string of the C++ names) and listed in the
+    class's own ``__tether_pending__``: each entry is a function that writes the real
+    annotation once its type exists and removes itself. Types of the same module are
+    resolved when the module binds them; this catches types bound by a module imported later.
+    """
+    pending = cls.__dict__.get("__tether_pending__")
+    if pending:
+        for resolve in list(pending.values()):
+            resolve()
+
+
 if sys.version_info >= (3, 14):
     import annotationlib
 
@@ -28,6 +45,7 @@ if sys.version_info >= (3, 14):
         """``{name: annotation}`` declared by ``cls`` itself (never a base), as a new dict.
 
         Never raises ``NameError``: names not defined yet come back as ``ForwardRef``."""
+        resolve_pending(cls)
         return annotationlib.get_annotations(cls, format=annotationlib.Format.FORWARDREF)
 
 else:
@@ -37,6 +55,7 @@ else:
 
     def own_annotations(cls):
         """``{name: annotation}`` declared by ``cls`` itself (never a base), as a new dict."""
+        resolve_pending(cls)
         return dict(inspect.get_annotations(cls))
 
 

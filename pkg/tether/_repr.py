@@ -5,10 +5,16 @@
 an object already being printed (a cycle), a tether object prints as ``Inner(...)``; lists
 longer than ``MAX_ITEMS`` are cut with ``...``. A Python subclass that defines its own
 ``__repr__`` keeps it, here and when nested. An object moved into C++ (tether.move) prints as
-``<Inner (moved into C++)>``.
+``<Inner (moved into C++)>``. Depth and cycles are counted across containers too: a tether
+object inside a dict, a set or any other value printed with its own ``repr`` continues the
+count of the object being printed (a weak parent link back through a ``dict`` field ends).
 """
+import threading
+
 from . import _fields
 from ._core import Object
+
+_printing = threading.local()  # (depth, active) of the repr under way on this thread
 
 MAX_DEPTH = 3
 MAX_ITEMS = 8
@@ -24,7 +30,12 @@ def _value(value, depth, active):
         if type(value) is tuple:
             return "(%s%s)" % (", ".join(items), "," if len(value) == 1 else "")
         return "[%s]" % ", ".join(items)
-    return repr(value)
+    outer = getattr(_printing, "state", None)
+    _printing.state = (depth, active)  # a tether object inside continues from here
+    try:
+        return repr(value)
+    finally:
+        _printing.state = outer
 
 
 def _format(obj, depth, active):
@@ -49,6 +60,14 @@ def _format(obj, depth, active):
 
 def __repr__(self):
     """Type and declared fields, nested tether objects down to MAX_DEPTH levels."""
+    state = getattr(_printing, "state", None)
+    if state is not None:  # inside a container another tether object's repr is printing
+        depth, active = state
+        _printing.state = None
+        try:
+            return _format(self, depth, active)
+        finally:
+            _printing.state = state
     return _format(self, 0, set())
 
 

@@ -21,7 +21,15 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <array>
+#include <cxxabi.h>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <variant>
+#include <typeinfo>
 #include <list>
 #include <map>
 #include <optional>
@@ -60,7 +68,114 @@ template <typename M> constexpr Kind kind_of() {
         return Kind::converted;
 }
 
+// ---- a caster for every field type -----------------------------------------------------------
+//
+// nanobind converts std:: types only when their caster header is included; without it, the
+// type silently falls back to "a bound class", which compiles, imports, and fails when the
+// field is read. def_field checks the field type and every type a converted container holds.
+
+template <template <typename...> class Tmpl, typename M> struct is_instance : std::false_type {};
+template <template <typename...> class Tmpl, typename... A>
+struct is_instance<Tmpl, Tmpl<A...>> : std::true_type {};
+template <typename M> struct is_std_array : std::false_type {};
+template <typename U, size_t N> struct is_std_array<std::array<U, N>> : std::true_type {};
+
+template <typename M> constexpr void check_caster();
+template <typename M> struct check_args {
+    static constexpr void run() {}
+};
+template <template <typename...> class Tmpl, typename... A> struct check_args<Tmpl<A...>> {
+    static constexpr void run() { (check_caster<A>(), ...); }
+};
+
+/// Fails to compile, naming the header to include, when M (or a type a container M holds)
+/// is a standard type whose nanobind caster header this translation unit did not include.
+template <typename M> constexpr void check_caster() {
+    using C = nb::detail::make_caster<M>;
+    constexpr bool as_class = nb::detail::is_base_caster_v<C> && !std::is_base_of_v<Object, M>;
+    static_assert(!(as_class && is_instance<std::function, M>::value),
+                  "def_field: nanobind has no caster for std::function here: "
+                  "#include <nanobind/stl/function.h>");
+    static_assert(!(as_class && is_instance<std::optional, M>::value),
+                  "def_field: nanobind has no caster for std::optional here: "
+                  "#include <nanobind/stl/optional.h>");
+    static_assert(!(as_class && is_instance<std::map, M>::value),
+                  "def_field: nanobind has no caster for std::map here: "
+                  "#include <nanobind/stl/map.h>");
+    static_assert(!(as_class && is_instance<std::unordered_map, M>::value),
+                  "def_field: nanobind has no caster for std::unordered_map here: "
+                  "#include <nanobind/stl/unordered_map.h>");
+    static_assert(!(as_class && is_instance<std::set, M>::value),
+                  "def_field: nanobind has no caster for std::set here: "
+                  "#include <nanobind/stl/set.h>");
+    static_assert(!(as_class && is_instance<std::unordered_set, M>::value),
+                  "def_field: nanobind has no caster for std::unordered_set here: "
+                  "#include <nanobind/stl/unordered_set.h>");
+    static_assert(!(as_class && is_instance<std::list, M>::value),
+                  "def_field: nanobind has no caster for std::list here: "
+                  "#include <nanobind/stl/list.h>");
+    static_assert(!(as_class && is_instance<std::pair, M>::value),
+                  "def_field: nanobind has no caster for std::pair here: "
+                  "#include <nanobind/stl/pair.h>");
+    static_assert(!(as_class && is_instance<std::tuple, M>::value),
+                  "def_field: nanobind has no caster for std::tuple here: "
+                  "#include <nanobind/stl/tuple.h>");
+    static_assert(!(as_class && is_instance<std::variant, M>::value),
+                  "def_field: nanobind has no caster for std::variant here: "
+                  "#include <nanobind/stl/variant.h>");
+    static_assert(!(as_class && is_instance<std::shared_ptr, M>::value),
+                  "def_field: nanobind has no caster for std::shared_ptr here: "
+                  "#include <nanobind/stl/shared_ptr.h>");
+    static_assert(!(as_class && is_instance<std::unique_ptr, M>::value),
+                  "def_field: nanobind has no caster for std::unique_ptr here: "
+                  "#include <nanobind/stl/unique_ptr.h>");
+    static_assert(!(as_class && is_std_array<M>::value),
+                  "def_field: nanobind has no caster for std::array here: "
+                  "#include <nanobind/stl/array.h>");
+    static_assert(!(as_class && std::is_same_v<M, std::string_view>),
+                  "def_field: nanobind has no caster for std::string_view here: "
+                  "#include <nanobind/stl/string_view.h>");
+    static_assert(!(as_class && std::is_same_v<M, std::wstring>),
+                  "def_field: nanobind has no caster for std::wstring here: "
+                  "#include <nanobind/stl/wstring.h>");
+    if constexpr (!nb::detail::is_base_caster_v<C> && !is_ref<M>::value)
+        check_args<M>::run(); // a converted container: its items are converted too
+}
+
 // ---- annotations ---------------------------------------------------------------------------
+//
+// A field's annotation names Python types, which exist only once their class_ ran. Types
+// that refer to each other (a Section holding Paragraphs, each with a weak link back) are
+// declared in some order, so a field may name a type bound later in the module, or in another
+// module. Such an annotation is *pending*: the type stores a forward reference (a string,
+// "list[Paragraph]", the C++ names) in __annotations__ and a resolver in __tether_pending__;
+// every later tether::class_ of the same module retries its pending fields, and tether's
+// Python layer resolves the rest when it first reads the type's fields (_annotations.py).
+
+/// Thrown (and caught in add_field) while an annotation names a type not bound yet.
+struct unbound_type {};
+
+/// The unqualified C++ name of T ("Paragraph" for tt::Paragraph): what a forward reference
+/// names until the type is bound (most bindings give the Python class the C++ name).
+template <typename T> std::string cpp_short_name() {
+    const char *mangled = typeid(T).name();
+    int status = 0;
+    char *demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+    std::string name = status == 0 && demangled ? demangled : mangled;
+    std::free(demangled);
+    if (size_t lt = name.find('<'); lt != std::string::npos)
+        name.resize(lt);
+    if (size_t colon = name.rfind("::"); colon != std::string::npos)
+        name = name.substr(colon + 2);
+    return name;
+}
+
+/// Annotations are built in one of two modes: `strict` (every bound type must exist, else
+/// unbound_type is thrown) or forward (a type not bound yet becomes its C++ name as a string,
+/// for the placeholder).
+struct AnnotationMode {
+    bool forward;
+};
 
 inline nb::object builtin(PyTypeObject *t) { return nb::borrow(reinterpret_cast<PyObject *>(t)); }
 inline nb::object generic(PyTypeObject *origin, nb::object args) {
@@ -70,95 +185,123 @@ inline nb::object generic(PyTypeObject *origin, nb::object args) {
 inline nb::object optional_of(nb::handle t) {
     return nb::module_::import_("typing").attr("Optional")[t];
 }
+inline nb::object forward_ref(const std::string &name) {
+    return nb::module_::import_("typing").attr("ForwardRef")(nb::str(name.c_str()));
+}
 
 template <typename M> struct annotate;
 
 /// What a field's annotation is, for dataclasses.fields() and typing.get_type_hints():
 /// the type nanobind's caster returns (`list[float]`, `dict[str, int]`, `Inner | None`).
-template <typename M> nb::object annotation() { return annotate<M>::get(); }
+template <typename M> nb::object annotation(AnnotationMode mode = {false}) {
+    return annotate<M>::get(mode);
+}
 
-/// A bound class (tether or nanobind, enums too): its Python type; otherwise typing.Any.
-template <typename M> nb::object bound_type_or_any() {
+/// A bound class (tether or nanobind, enums too): its Python type. A tether type, or a class
+/// type nanobind has no caster for, that is not bound (yet): unbound_type, or in forward mode
+/// a forward reference to its C++ name. Anything else: typing.Any.
+template <typename M> nb::object bound_type_or_any(AnnotationMode mode) {
     if constexpr (std::is_base_of_v<Object, M>) {
-        return nb::borrow(reinterpret_cast<PyObject *>(py_type<M>()));
+        if (PyTypeObject *t = py_type<M>())
+            return nb::borrow(reinterpret_cast<PyObject *>(t));
     } else {
         nb::handle h = nb::type<M>();
         if (h.is_valid())
             return nb::borrow(h);
-        return nb::module_::import_("typing").attr("Any");
+        if constexpr (!std::is_class_v<M> ||
+                      !nb::detail::is_base_caster_v<nb::detail::make_caster<M>>)
+            return nb::module_::import_("typing").attr("Any");
     }
+    if (mode.forward)
+        return forward_ref(cpp_short_name<M>());
+    throw unbound_type{};
 }
 
 template <typename M> struct annotate {
-    static nb::object get() {
+    static nb::object get(AnnotationMode mode) {
         if constexpr (std::is_same_v<M, bool>)
             return builtin(&PyBool_Type);
         else if constexpr (std::is_integral_v<M>)
             return builtin(&PyLong_Type);
         else if constexpr (std::is_floating_point_v<M>)
             return builtin(&PyFloat_Type);
+        else if constexpr (std::is_pointer_v<M>)
+            return optional_of(bound_type_or_any<std::remove_cv_t<std::remove_pointer_t<M>>>(mode));
         else
-            return bound_type_or_any<M>();
+            return bound_type_or_any<M>(mode);
     }
 };
 template <> struct annotate<std::string> {
-    static nb::object get() { return builtin(&PyUnicode_Type); }
+    static nb::object get(AnnotationMode) { return builtin(&PyUnicode_Type); }
 };
 template <typename U> struct annotate<Ref<U>> {
-    static nb::object get() { return optional_of(bound_type_or_any<U>()); }
+    static nb::object get(AnnotationMode mode) { return optional_of(bound_type_or_any<U>(mode)); }
 };
 template <typename U> struct annotate<WeakRef<U>> {
-    static nb::object get() { return optional_of(bound_type_or_any<U>()); }
+    static nb::object get(AnnotationMode mode) { return optional_of(bound_type_or_any<U>(mode)); }
 };
 template <typename U> struct annotate<std::optional<U>> {
-    static nb::object get() { return optional_of(annotation<U>()); }
+    static nb::object get(AnnotationMode mode) { return optional_of(annotation<U>(mode)); }
 };
-/// An element of a container: `Inner` for a Ref<Inner> (None items are unusual there).
-template <typename U> nb::object element_annotation() {
+/// An element of a container: `Inner` for a Ref<Inner> (a container of Ref<T> refuses None
+/// items; std::optional<Ref<T>> elements allow them and say `Inner | None`).
+template <typename U> nb::object element_annotation(AnnotationMode mode) {
     if constexpr (is_ref<U>::value)
-        return bound_type_or_any<typename is_ref<U>::element>();
+        return bound_type_or_any<typename is_ref<U>::element>(mode);
     else
-        return annotation<U>();
+        return annotation<U>(mode);
 }
 template <typename U, typename A> struct annotate<std::vector<U, A>> {
-    static nb::object get() {
-        return generic(&PyList_Type, nb::make_tuple(element_annotation<U>()));
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PyList_Type, nb::make_tuple(element_annotation<U>(mode)));
     }
 };
 template <typename U, typename A> struct annotate<std::list<U, A>> {
-    static nb::object get() {
-        return generic(&PyList_Type, nb::make_tuple(element_annotation<U>()));
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PyList_Type, nb::make_tuple(element_annotation<U>(mode)));
     }
 };
 template <typename K, typename V, typename... R> struct annotate<std::map<K, V, R...>> {
-    static nb::object get() {
-        return generic(&PyDict_Type, nb::make_tuple(annotation<K>(), element_annotation<V>()));
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PyDict_Type,
+                       nb::make_tuple(annotation<K>(mode), element_annotation<V>(mode)));
     }
 };
 template <typename K, typename V, typename... R> struct annotate<std::unordered_map<K, V, R...>> {
-    static nb::object get() {
-        return generic(&PyDict_Type, nb::make_tuple(annotation<K>(), element_annotation<V>()));
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PyDict_Type,
+                       nb::make_tuple(annotation<K>(mode), element_annotation<V>(mode)));
     }
 };
 template <typename K, typename... R> struct annotate<std::set<K, R...>> {
-    static nb::object get() { return generic(&PySet_Type, nb::make_tuple(annotation<K>())); }
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PySet_Type, nb::make_tuple(annotation<K>(mode)));
+    }
 };
 template <typename K, typename... R> struct annotate<std::unordered_set<K, R...>> {
-    static nb::object get() { return generic(&PySet_Type, nb::make_tuple(annotation<K>())); }
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PySet_Type, nb::make_tuple(annotation<K>(mode)));
+    }
 };
 template <typename A, typename B> struct annotate<std::pair<A, B>> {
-    static nb::object get() {
-        return generic(&PyTuple_Type, nb::make_tuple(annotation<A>(), annotation<B>()));
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PyTuple_Type, nb::make_tuple(annotation<A>(mode), annotation<B>(mode)));
     }
 };
 template <typename... U> struct annotate<std::tuple<U...>> {
-    static nb::object get() { return generic(&PyTuple_Type, nb::make_tuple(annotation<U>()...)); }
+    static nb::object get(AnnotationMode mode) {
+        return generic(&PyTuple_Type, nb::make_tuple(annotation<U>(mode)...));
+    }
 };
 
 /// An annotation as people write it: `int`, `Inner | None`, `list[Inner]`, `dict[str, int]`.
 inline std::string describe(nb::handle a) {
     if (PyType_Check(a.ptr()))
         return nb::cast<std::string>(a.attr("__name__"));
+    if (PyUnicode_Check(a.ptr()))
+        return nb::cast<std::string>(a);
+    if (nb::hasattr(a, "__forward_arg__")) // typing.ForwardRef: a type not bound yet
+        return nb::cast<std::string>(a.attr("__forward_arg__"));
     nb::object args = nb::getattr(a, "__args__", nb::none());
     nb::object origin = nb::getattr(a, "__origin__", nb::none());
     if (nb::isinstance<nb::tuple>(args) && origin.is_valid() && !origin.is_none()) {
@@ -315,6 +458,39 @@ template <typename T, typename M> PyObject *view_of(PyObject *self, M T::*member
     return r;
 }
 
+/// The demangled C++ name of T, for error messages.
+template <typename T> std::string cpp_name() {
+    int status = 0;
+    char *demangled = abi::__cxa_demangle(typeid(T).name(), nullptr, nullptr, &status);
+    std::string name = status == 0 && demangled ? demangled : typeid(T).name();
+    std::free(demangled);
+    return name;
+}
+
+/// A field's value could not be converted and nanobind said nothing (a type no caster and no
+/// binding knows): TypeError naming the field, its C++ type and the fix, as nanobind's def_rw
+/// does, instead of SystemError.
+template <typename T, typename M>
+__attribute__((noinline, cold)) PyObject *raise_unconvertible(PyObject *self, void *closure,
+                                                              getter get) noexcept {
+    if (PyErr_Occurred())
+        return nullptr;
+    const char *owner, *name;
+    field_names(self, get, closure, &owner, &name);
+    std::string type;
+    try {
+        type = cpp_name<M>();
+    } catch (...) {
+        type = "?";
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "%s.%s: unable to convert the field's C++ value (%s) to Python: bind the "
+                 "type it holds with nb::class_, or include the nanobind caster header "
+                 "(<nanobind/stl/...>) for it",
+                 owner, name, type.c_str());
+    return nullptr;
+}
+
 /// Making a wrapper allocates, which may run the GC and a __del__ that reassigns the very
 /// field being read: convert a copy that holds its own counts.
 template <typename M> __attribute__((noinline)) PyObject *get_copy(const M &v) noexcept {
@@ -325,7 +501,8 @@ template <typename M> __attribute__((noinline)) PyObject *get_copy(const M &v) n
 template <typename T, typename M> PyObject *get(PyObject *self, void *closure) noexcept {
     M T::*const member = Field<T, M>::member(closure);
     if constexpr (kind_of<M>() == Kind::bound_value) {
-        return view_of<T, M>(self, member); // the member's address never changes
+        PyObject *r = view_of<T, M>(self, member); // the member's address never changes
+        return r ? r : raise_unconvertible<T, M>(self, closure, &get<T, M>);
     } else {
 #if defined(Py_GIL_DISABLED)
         M copy;
@@ -352,7 +529,11 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
         }
         if (!usable)
             return py::raise_unusable(self); // outside the lock: it allocates
-        return to_python(copy);
+        PyObject *r = to_python(copy);
+        if constexpr (kind_of<M>() == Kind::converted)
+            if (!r)
+                return raise_unconvertible<T, M>(self, closure, &get<T, M>);
+        return r;
 #else
         T *t = self_object<T>(self);
         if (!t)
@@ -363,10 +544,14 @@ template <typename T, typename M> PyObject *get(PyObject *self, void *closure) n
                 if (PyObject *p = py::wrap_bound(v.get()))
                     return p;
         }
-        if constexpr (std::is_arithmetic_v<M> || is_weak_ref<M>::value)
+        if constexpr (std::is_arithmetic_v<M> || is_weak_ref<M>::value) {
             return to_python(v); // a WeakRef is locked into a Ref of its own first
-        else
+        } else if constexpr (is_ref<M>::value) {
             return get_copy(v); // out of line: the hot path above saves no registers
+        } else {
+            PyObject *r = get_copy(v);
+            return r ? r : raise_unconvertible<T, M>(self, closure, &get<T, M>);
+        }
 #endif
     }
 }
@@ -394,11 +579,48 @@ inline PyObject *find_unusable(PyObject *value, int depth = 0) noexcept {
     return nullptr;
 }
 
+/// Containers whose items are Ref<T>: they refuse None items (see the casters in nanobind.h).
+template <typename M> struct refuses_none_items : std::false_type {};
+template <typename U, typename A>
+struct refuses_none_items<std::vector<Ref<U>, A>> : std::true_type {};
+template <typename U, typename A>
+struct refuses_none_items<std::list<Ref<U>, A>> : std::true_type {};
+template <typename K, typename U, typename... R>
+struct refuses_none_items<std::map<K, Ref<U>, R...>> : std::true_type {};
+template <typename K, typename U, typename... R>
+struct refuses_none_items<std::unordered_map<K, Ref<U>, R...>> : std::true_type {};
+
+/// TypeError for a None item in a container of Ref<T>; false if `value` has none.
+inline bool raise_none_item(const char *owner, const char *name, const std::string &want,
+                            PyObject *value) {
+    const char *fix = "a container of tether::Ref<T> holds objects only; declare its items "
+                      "std::optional<tether::Ref<T>> in C++ to allow None";
+    if (PyList_Check(value) || PyTuple_Check(value)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(value);
+        for (Py_ssize_t i = 0; i < n; ++i)
+            if (PySequence_Fast_GET_ITEM(value, i) == Py_None) {
+                PyErr_Format(PyExc_TypeError, "%s.%s: expected %s, got None at index %zd (%s)",
+                             owner, name, want.c_str(), i, fix);
+                return true;
+            }
+    } else if (PyDict_Check(value)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(value, &pos, &k, &v))
+            if (v == Py_None) {
+                PyErr_Format(PyExc_TypeError, "%s.%s: expected %s, got None for key %R (%s)",
+                             owner, name, want.c_str(), k, fix);
+                return true;
+            }
+    }
+    return false;
+}
+
 /// TypeError for a value field `M` could not take, saying why as precisely as it can.
 template <typename M> void raise_bad_value(const char *owner, const char *name, PyObject *value) {
     std::string want;
     try {
-        want = describe(annotation<M>());
+        want = describe(annotation<M>({true}));
     } catch (nb::python_error &e) {
         want = "another type";
     }
@@ -410,6 +632,9 @@ template <typename M> void raise_bad_value(const char *owner, const char *name, 
             return;
         }
     }
+    if constexpr (refuses_none_items<M>::value)
+        if (raise_none_item(owner, name, want, value))
+            return;
     if (!is_ref<M>::value && !is_weak_ref<M>::value) {
         if (PyObject *u = find_unusable(value); u && u != value) {
             const char *why = reinterpret_cast<py::Wrapper *>(u)->state.state ==

@@ -14,13 +14,18 @@
 #pragma once
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/detail/nb_dict.h>
+#include <nanobind/stl/detail/nb_list.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 #include <tether/python.h>
 
 #include <atomic>
+#include <list>
+#include <map>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 namespace tether {
@@ -28,13 +33,45 @@ namespace tether {
 template <typename T> struct is_ref : std::false_type {};
 template <typename T> struct is_ref<Ref<T>> : std::true_type { using element = T; };
 
-/// The Python type bound for C++ type T (nullptr if none).
+/// The Python type bound for C++ type T with tether::class_ (nullptr if none). A type bound
+/// with plain nb::class_ is not one: its instances hold T inside the wrapper, without a header.
 template <typename T> PyTypeObject *py_type() noexcept {
-    if (PyTypeObject *t = py::type_for(detail::type_index_of<T>()))
-        return t;
-    nanobind::handle h = nanobind::type<T>();
-    return reinterpret_cast<PyTypeObject *>(h.ptr());
+    return py::type_for(detail::type_index_of<T>());
 }
+
+namespace detail {
+
+/// T's Python type if T was bound with plain nb::class_ instead of tether::class_, else null.
+template <typename T> PyObject *bound_by_plain_nanobind() noexcept {
+    if (py_type<T>())
+        return nullptr;
+    return nanobind::type<T>().ptr();
+}
+using binding_check = PyObject *(*)() noexcept;
+
+/// Every tether type this module's casters convert, recorded when the module is loaded, so
+/// that the module can check at import that none was bound with nb::class_ (per module:
+/// modules are built with hidden visibility).
+inline std::vector<binding_check> &caster_types() noexcept {
+    static std::vector<binding_check> types;
+    return types;
+}
+inline bool note_caster_type(binding_check check) noexcept {
+    try {
+        caster_types().push_back(check);
+    } catch (...) { // out of memory while loading: the check is only a diagnosis
+    }
+    return true;
+}
+template <typename T> inline const bool caster_type_noted = note_caster_type(&bound_by_plain_nanobind<T>);
+
+/// Set by tether::init_module() (per module, like caster_types).
+inline bool &module_initialized() noexcept {
+    static bool done = false;
+    return done;
+}
+
+} // namespace detail
 
 /// The one wrapper of `obj` (see python.h): the type lookup happens only off the hot path.
 template <typename T> PyObject *wrap(T *obj) noexcept {
@@ -64,6 +101,7 @@ struct type_caster<T, enable_if_t<std::is_base_of_v<tether::Object, T>>> : type_
     PyObject *unusable = nullptr; ///< a moved-from or uninitialized wrapper that was passed
 
     bool from_python(handle src, uint32_t flags, cleanup_list *) noexcept {
+        (void) tether::detail::caster_type_noted<T>; // checked at import (check_bindings)
         PyObject *o = src.ptr();
         if (o == Py_None) {
             if (flags & (uint32_t) cast_flags::none_disallowed)
@@ -87,6 +125,7 @@ struct type_caster<T, enable_if_t<std::is_base_of_v<tether::Object, T>>> : type_
                           std::is_lvalue_reference_v<T_>,
                       "tether objects cannot be returned to Python by value: return a "
                       "tether::Ref<T>, a T* or a T& to an object made with make_object");
+        (void) tether::detail::caster_type_noted<T>;
         const T *p;
         if constexpr (std::is_pointer_v<std::remove_reference_t<T_>>)
             p = v;
@@ -158,6 +197,7 @@ template <typename T> struct type_caster<tether::Ref<T>> {
     /// None, move tokens, unusable wrappers and reused casters take the out-of-line path.
     __attribute__((always_inline)) bool from_python(handle src, uint32_t flags,
                                                     cleanup_list *cleanup) noexcept {
+        (void) tether::detail::caster_type_noted<T>;
         PyObject *o = src.ptr();
         PyTypeObject *tp = tether::py_type<T>();
         PyTypeObject *type = Py_TYPE(o);
@@ -261,6 +301,48 @@ template <typename T> struct type_caster<tether::Ref<T>> {
     }
 };
 
+/// Containers of tether::Ref<T> hold objects: a None item is refused, as nanobind refuses it
+/// in a container of T (a field setter then names the field and the fix). Items declared
+/// std::optional<tether::Ref<T>> accept None.
+template <typename List>
+struct ref_list_caster : list_caster<List, typename List::value_type> {
+    bool from_python(handle src, uint32_t flags, cleanup_list *cleanup) noexcept {
+        if (!list_caster<List, typename List::value_type>::from_python(src, flags, cleanup))
+            return false;
+        for (const auto &item : this->value)
+            if (!item) {
+                this->value.clear();
+                return false;
+            }
+        return true;
+    }
+};
+template <typename Map>
+struct ref_dict_caster : dict_caster<Map, typename Map::key_type, typename Map::mapped_type> {
+    bool from_python(handle src, uint32_t flags, cleanup_list *cleanup) noexcept {
+        if (!dict_caster<Map, typename Map::key_type, typename Map::mapped_type>::from_python(
+                src, flags, cleanup))
+            return false;
+        for (const auto &item : this->value)
+            if (!item.second) {
+                this->value.clear();
+                return false;
+            }
+        return true;
+    }
+};
+template <typename T, typename A>
+struct type_caster<std::vector<tether::Ref<T>, A>>
+    : ref_list_caster<std::vector<tether::Ref<T>, A>> {};
+template <typename T, typename A>
+struct type_caster<std::list<tether::Ref<T>, A>> : ref_list_caster<std::list<tether::Ref<T>, A>> {};
+template <typename K, typename T, typename C, typename A>
+struct type_caster<std::map<K, tether::Ref<T>, C, A>>
+    : ref_dict_caster<std::map<K, tether::Ref<T>, C, A>> {};
+template <typename K, typename T, typename H, typename E, typename A>
+struct type_caster<std::unordered_map<K, tether::Ref<T>, H, E, A>>
+    : ref_dict_caster<std::unordered_map<K, tether::Ref<T>, H, E, A>> {};
+
 NAMESPACE_END(detail)
 NAMESPACE_END(NB_NAMESPACE)
 
@@ -271,6 +353,7 @@ namespace nb = nanobind;
 /// Imports tether (the base type and the runtime) into the calling module. Call it first
 /// in every NB_MODULE that binds tether types.
 inline void init_module() {
+    detail::module_initialized() = true;
     nb::module_::import_("tether._core");
     if (!check_abi()) // this module's headers against the libtether the process loaded
         throw nb::import_error(
@@ -286,6 +369,26 @@ inline void init_module() {
 /// make_object<T>(args...) and ties it to the wrapper Python just allocated.
 template <typename... Args> struct init {};
 
+/// Raises ImportError if a tether type this module converts was bound with plain nb::class_
+/// (its instances would hold the object inside the wrapper, without tether's header, and
+/// nanobind would abort when freeing one). Run after the module's body: by the module init
+/// tether_add_module generates, and by modules built otherwise at the end of NB_MODULE.
+inline void check_bindings(const char *module) {
+    for (detail::binding_check check : detail::caster_types()) {
+        PyObject *type = check();
+        if (!type)
+            continue;
+        std::string name = nb::cast<std::string>(nb::handle(type).attr("__qualname__"));
+        throw nb::import_error(
+            (std::string(module) + ": " + name +
+             " derives from tether::Object but is bound with nb::class_; bind it with "
+             "tether::class_<" + name + ">(m, \"" + name + "\") and give it constructors with "
+             "tether::init<...>() (nb::class_ builds the C++ object inside the Python object, "
+             "without the header tether needs)")
+                .c_str());
+    }
+}
+
 } // namespace tether
 
 #include <tether/weak_ref_caster.h>
@@ -295,21 +398,107 @@ namespace tether {
 
 template <typename T> struct is_init : std::false_type {};
 template <typename... Args> struct is_init<init<Args...>> : std::true_type {};
+template <typename T> struct is_nb_init : std::false_type {};
+template <typename... Args> struct is_nb_init<nb::init<Args...>> : std::true_type {};
+template <typename Arg> struct is_nb_init<nb::init_implicit<Arg>> : std::true_type {};
+
+namespace detail {
+
+/// Types of this module with fields whose annotation names a type not bound yet.
+inline std::vector<PyTypeObject *> &types_with_deferred_annotations() noexcept {
+    static std::vector<PyTypeObject *> types;
+    return types;
+}
+
+/// Field `def` of `type` names a type not bound yet: its annotation is a forward reference
+/// (a string) until `compute` succeeds. `type.__tether_pending__[name]` is a function that
+/// tries, writes the annotation (and the docstring tether made) and removes itself; tether's
+/// Python layer calls it before it reads annotations, and every later tether::class_ of this
+/// module tries too (resolve_deferred_annotations).
+inline void defer_annotation(PyTypeObject *type, PyGetSetDef *def, bool own_doc,
+                             nb::object (*compute)(fields::AnnotationMode)) {
+    nb::handle cls(reinterpret_cast<PyObject *>(type)); // bound types live for the process
+    nb::object pending = nb::getattr(cls, "__dict__").attr("get")("__tether_pending__");
+    if (pending.is_none()) {
+        pending = nb::dict();
+        nb::setattr(cls, "__tether_pending__", pending);
+        types_with_deferred_annotations().push_back(type);
+    }
+    const char *name = def->name;
+    pending[name] = nb::cpp_function([cls, def, own_doc, compute]() -> bool {
+        nb::object annotation;
+        try {
+            annotation = compute({false});
+        } catch (fields::unbound_type &) {
+            return false; // not bound yet
+        }
+        nb::getattr(cls, "__annotations__")[def->name] = annotation;
+        if (own_doc)
+            def->doc = (new std::string(std::string(def->name) + ": " +
+                                        fields::describe(annotation)))
+                           ->c_str(); // lives with the type, as the first one
+        nb::dict own = nb::borrow<nb::dict>(nb::getattr(cls, "__dict__")["__tether_pending__"]);
+        if (own.contains(def->name) && PyDict_DelItemString(own.ptr(), def->name) != 0)
+            throw nb::python_error();
+        return true;
+    });
+}
+
+/// Retries every deferred annotation of this module (a type was just bound).
+inline void resolve_deferred_annotations() {
+    auto &types = types_with_deferred_annotations();
+    for (size_t i = 0; i < types.size();) {
+        nb::handle cls(reinterpret_cast<PyObject *>(types[i]));
+        nb::dict pending = nb::borrow<nb::dict>(nb::getattr(cls, "__dict__")["__tether_pending__"]);
+        for (nb::handle resolve : nb::list(pending.values()))
+            resolve();
+        if (pending.size() == 0)
+            types.erase(types.begin() + (std::ptrdiff_t) i);
+        else
+            ++i;
+    }
+}
+
+/// The nb::class_ a tether::class_<T, Extra...> is: Extra as given when it names T's bound
+/// base (a tether type), else with tether::Object as the base, so `tether::class_<T>(m, "T")`
+/// makes a subclass of tether.Object as it must.
+template <typename T, typename... Extra> struct nb_class_for {
+    static constexpr bool names_base =
+        ((std::is_base_of_v<Extra, T> && !std::is_same_v<Extra, T>) || ...);
+    using type = std::conditional_t<names_base || std::is_same_v<T, Object>,
+                                    nb::class_<T, Extra...>, nb::class_<T, Object, Extra...>>;
+};
+} // namespace detail
 
 /// nb::class_ for types derived from tether::Object. Adds the tether type slots (see
 /// bindings/src/type_slots.cpp), tether::init<> constructors and fast fields. Extra may
-/// name a base class and a trampoline (see tether/trampoline.h), as for nb::class_. Every
-/// method returns tether::class_&, so calls chain in any order.
-template <typename T, typename... Extra> class class_ : public nb::class_<T, Extra...> {
-    static_assert(std::is_base_of_v<Object, T>, "tether::class_<T>: T must derive from tether::Object");
+/// name a base class (tether::Object when none is named) and a trampoline (see
+/// tether/trampoline.h), as for nb::class_. Every method returns tether::class_&, so calls
+/// chain in any order.
+template <typename T, typename... Extra>
+class class_ : public detail::nb_class_for<T, Extra...>::type {
+    static_assert(std::is_base_of_v<Object, T>,
+                  "tether::class_<T>: T must derive from tether::Object (struct T : "
+                  "tether::Object { ... }); bind a plain C++ value type with nb::class_");
+    static_assert(((!std::is_base_of_v<Extra, T> || std::is_same_v<Extra, T> ||
+                    std::is_base_of_v<Object, Extra>) && ...),
+                  "tether::class_<T, Base>: Base must be a tether type (derive from "
+                  "tether::Object) bound with tether::class_; a tether type's bases other "
+                  "than its tether base are not visible to Python");
 
 public:
-    using Base = nb::class_<T, Extra...>;
+    using Base = typename detail::nb_class_for<T, Extra...>::type;
     using Alias = typename Base::Alias; ///< the trampoline, or T
 
     template <typename... Args>
     class_(nb::handle scope, const char *name, const Args &...args)
         : Base(scope, name, args...) {
+        if (!detail::module_initialized() && !std::is_same_v<T, Object>)
+            throw nb::import_error(
+                ("tether::class_<" + std::string(name) +
+                 ">: this module did not call tether::init_module(); call it first in "
+                 "NB_MODULE, before binding tether types")
+                    .c_str());
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
         if (py::install_type(tp, detail::type_index_of<T>()) != 0)
             throw nb::python_error();
@@ -323,12 +512,16 @@ public:
         nb::setattr(*this, "__tether_readonly__", nb::tuple());
         nb::setattr(*this, "__tether_init__", nb::tuple());
         nb::setattr(*this, "__annotations__", nb::dict());
+        detail::resolve_deferred_annotations(); // fields of earlier types that name this one
     }
 
     /// Everything nb::class_ binds, returning tether::class_& (tether::init<> is below).
     template <typename First, typename... Rest,
               typename = std::enable_if_t<!is_init<std::decay_t<First>>::value>>
     class_ &def(First &&first, Rest &&...rest) {
+        static_assert(!is_nb_init<std::decay_t<First>>::value,
+                      "tether::class_: nb::init<...> builds the C++ object inside the Python "
+                      "object, without tether's header; write .def(tether::init<...>()) instead");
         Base::def(std::forward<First>(first), std::forward<Rest>(rest)...);
         return *this;
     }
@@ -430,9 +623,18 @@ private:
 
     template <typename M>
     class_ &add_field(const char *name, M T::*member, const char *doc, bool writable) {
+        fields::check_caster<M>(); // a std:: type whose caster header is missing: compile error
         PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(this->ptr());
-        nb::object annotation = fields::annotation<M>();
-        if (!doc) // help() always says something: "value: int"
+        nb::object annotation;
+        bool pending = false;
+        try {
+            annotation = fields::annotation<M>();
+        } catch (fields::unbound_type &) { // names a type bound later: resolved then
+            annotation = nb::str(fields::describe(fields::annotation<M>({true})).c_str());
+            pending = true;
+        }
+        bool own_doc = !doc;
+        if (own_doc) // help() always says something: "value: int"
             doc = (new std::string(std::string(name) + ": " + fields::describe(annotation)))
                       ->c_str(); // lives with the type
         auto *def = new PyGetSetDef{name, &fields::get<T, M>,                // lives with the type
@@ -456,6 +658,8 @@ private:
             ro.append(nb::str(name));
             nb::setattr(*this, "__tether_readonly__", nb::tuple(ro));
         }
+        if (pending)
+            detail::defer_annotation(tp, def, own_doc, &fields::annotation<M>);
         return *this;
     }
 };
