@@ -164,6 +164,67 @@ SECOND_RUNTIME = textwrap.dedent("""
 """)
 
 
+GEOMETRY_VALID = """
+    import tether
+    import tether_geometry as geo
+    from tether import testing
+
+    p = geo.Point(1.0, 2)
+    s = geo.Segment(p, geo.Point(x=3.0))
+    length: float = s.length()
+    if s.a is not None:
+        s.a.x = 0.5
+    s.b = None
+    h = geo.Holder(testing.Inner(1))
+    held: tether.Object | None = h.value
+    root = geo.Shape()
+    root.children = [geo.Shape()]
+    root.children[0].parent = root
+    area: float = root.total_area()
+    count: int = geo.use_count(p)
+    fields: tuple[str, ...] = geo.Point.__tether_fields__
+    seg: geo.Segment = geo.make_segment(0, 0, 1, 1)
+    same: tether.Object = geo.echo(seg)
+"""
+
+GEOMETRY_ERRORS = """
+    import tether_geometry as geo
+
+    p = geo.Point(1.0, 2.0)
+    p.x = "one"  # E: assignment
+    geo.Point("1", 2.0)  # E: arg-type
+    p.z  # E: attr-defined
+    geo.Segment(p, 3)  # E: arg-type
+    s = geo.Segment(p, p)
+    s.a = geo.Shape()  # E: assignment
+    n: str = geo.use_count(p)  # E: assignment
+    geo.Shape().children = [p]  # E: list-item
+"""
+
+
+class TestStubs:
+    """tether_add_module(... STUBS): tether_geometry.pyi next to the built module, installed
+    next to it and as tether_geometry-stubs/ (mypy's PEP 561 stub package); mypy accepts a
+    valid script and reports each planted error."""
+
+    def test_stub_in_build_dir(self, geometry_build):
+        stub = (geometry_build / "tether_geometry.pyi").read_text()
+        assert "import tether" in stub and "class Point(tether.Object):" in stub
+        assert "    x: float\n" in stub and "    a: Point | None\n" in stub
+        assert "getset_descriptor" not in stub  # every field typed by the pattern file
+
+    def test_mypy_against_installed_stubs(self, geometry_build, tmp_path):
+        from test_stubs import check_scripts, typed_env
+        python, site = typed_env(tmp_path)
+        cmake, _ = cmake_or_skip()
+        run([cmake, "--install", str(geometry_build), "--prefix", str(site)])
+        stub = (site / "tether_geometry.pyi").read_text()
+        assert (site / "tether_geometry-stubs" / "__init__.pyi").read_text() == stub
+        work = tmp_path / "check"
+        work.mkdir()
+        print(check_scripts(python, work, GEOMETRY_VALID, GEOMETRY_ERRORS))
+
+
 class TestOneRuntime:
     """A second copy of tether's runtime in the process is refused with an ImportError that
     names both copies and the way to build correctly, whichever initializes first."""
@@ -213,7 +274,10 @@ class TestAbiMismatch:
         line = f"abi_version = {tether.abi_version()};"
         assert line in runtime_h.read_text()
         runtime_h.write_text(runtime_h.read_text().replace(line, "abi_version = 999;"))
-        build = configure_and_build(EXAMPLE, tmp_path / "build", f"-Dtether_DIR={fake / 'cmake'}")
+        # TETHER_STUBS=OFF: stubgen would import the module with this Python, whose tether is
+        # not the fake one (tether_add_stub refuses that at configure time).
+        build = configure_and_build(EXAMPLE, tmp_path / "build", f"-Dtether_DIR={fake / 'cmake'}",
+                                    "-DTETHER_STUBS=OFF")
 
         env = dict(os.environ, PYTHONPATH=str(build))
         code = "import tether, tether_geometry"  # the real libtether is loaded first
