@@ -266,9 +266,11 @@ class TestAbiMismatch:
     libtether refuses to import, with an ImportError that says to rebuild."""
 
     def test_import_fails_loudly(self, tmp_path):
-        # A copy of the installed package whose headers claim another ABI.
+        # A copy of the installed package whose headers claim another ABI. The directory of
+        # tether._core: it holds include/ and cmake/ in an editable install too (pkg/tether
+        # does not).
         fake = tmp_path / "other-install" / "tether"
-        shutil.copytree(Path(tether.__file__).parent, fake,
+        shutil.copytree(Path(tether._core.__file__).parent, fake,
                         ignore=shutil.ignore_patterns("__pycache__"))
         runtime_h = fake / "include" / "tether" / "runtime.h"
         line = f"abi_version = {tether.abi_version()};"
