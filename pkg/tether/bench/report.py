@@ -35,8 +35,8 @@ def _scaling(make_cases, small: int, big: int, cfg: dict, log) -> dict:
     """Target 7's populations, one size alive at a time (nothing of one skews the other), in
     ``scale_blocks`` alternating blocks per size, every block's samples kept: the ratio of
     the two sizes then compares minima taken across the same stretch of time. (Run once
-    each, one after the other, a slow phase of the shared VM lasting a whole block moved the
-    ratio by up to +/-40 % between runs on machine B.)"""
+    each, one after the other, a slow phase of a shared VM lasting a whole block moved the
+    ratio by up to +/-40 % between runs.)"""
     blocks = cfg["scale_blocks"]
     rounds = max(2, cfg["rounds"] // (4 * blocks))
     merged: dict = {}
@@ -71,8 +71,8 @@ def _cpuinfo() -> dict:
 def machine() -> dict:
     info = _cpuinfo()
     cpu = info.get("model name") or platform.processor() or "?"
-    # Two VMs can report the same model name and time differently (bench/README.md, machines
-    # A and B): family/model/stepping, clock, L2 and microcode tell them apart.
+    # Two VMs can report the same model name ("AMD EPYC") and time differently:
+    # family/model/stepping, clock, L2 and microcode tell them apart.
     detail = ", ".join(f"{label} {info[key]}" for key, label in (
         ("cpu family", "family"), ("model", "model"), ("stepping", "stepping"),
         ("cpu MHz", "MHz"), ("cache size", "cache"), ("microcode", "microcode")) if key in info)
