@@ -10,6 +10,8 @@
   whitespace aside), and every C++ block of the guide must mirror one. A block preceded by
   ``<!-- mirrors path/to/file without comments -->`` equals that whole TOML or CMake file
   without its ``#`` comments and blank lines.
+- README.md and the pages (with the files they ``{include}``) carry no work history: no
+  session or run numbers, lettered machines or commit ids.
 - ``reference/python.md`` documents every name in ``tether.__all__``.
 - The Sphinx build itself (warnings as errors) is ``.ci/docs``; it also runs here when sphinx
   and myst-parser are installed (``pip install ".[docs]"``).
@@ -132,6 +134,32 @@ def test_quoted_files_match_their_source():
     for page, path, code in quoted:
         assert without_comments(code) == without_comments((ROOT / path).read_text()), (
             "%s: the block quoting %s differs from the file" % (page.name, path))
+
+
+# Work history belongs in git, not in the user documents: the pages say what was measured, on
+# which CPU and Python, and how to reproduce it, never which work period, machine letter, run
+# number or commit it came from.
+HISTORY = re.compile(r"\b[Ss]essions? \d|\bsame session\b|\bwork periods?\b"
+                     r"|\b[Mm]achines? [A-H]\b(?![-\w])|\bVMs? of sessions?\b"
+                     r"|\b[Rr]un \d+\b|\b[Rr]uns \d+ ?[-–] ?\d+\b"
+                     r"|\b(?:main at|at commit|before commit|since commit|commit) [0-9a-f]{7,40}\b"
+                     r"|\b(?:at|of|from|before|since) (?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"
+                     r"|`(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}`"
+                     r"|\bCI took\b|`\.ci/run` took\b")
+
+
+def user_documents():
+    docs = [ROOT / "README.md"] + [p for p in sorted(DOCS.rglob("*.md")) if p.name != "README.md"]
+    included = {(page.parent / path).resolve() for page in docs
+                for path in re.findall(r"^```\{include\} (\S+)", page.read_text(), re.M)}
+    return docs + sorted(included - set(docs))
+
+
+@pytest.mark.parametrize("doc", user_documents(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_user_documents_carry_no_work_history(doc):
+    hits = ["%d: %s" % (n, line.strip()) for n, line in enumerate(doc.read_text().splitlines(), 1)
+            if HISTORY.search(line)]
+    assert not hits, "%s reads as a work log:\n%s" % (doc.name, "\n".join(hits))
 
 
 def test_python_reference_names_every_public_symbol():
