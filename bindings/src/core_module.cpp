@@ -37,6 +37,9 @@ NB_MODULE(_core, m) {
     if (tether::py::export_runtime_api(m.ptr()) != 0) // downstream modules bind to this
         throw nb::python_error();
 
+    // Types with a field naming a type not bound yet (tether/nanobind.h, defer_annotation).
+    m.attr("_deferred_annotations") = nb::list();
+
     tether::class_<tether::Object>(
         m, "Object",
         "Base of every tether object: a C++ object tied to exactly one Python wrapper.\n\n"

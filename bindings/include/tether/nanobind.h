@@ -56,9 +56,9 @@ inline std::vector<binding_check> &caster_types() noexcept {
     static std::vector<binding_check> types;
     return types;
 }
-inline bool note_caster_type(binding_check check) noexcept {
+inline bool note_caster_type(binding_check bound_by_nanobind) noexcept {
     try {
-        caster_types().push_back(check);
+        caster_types().push_back(bound_by_nanobind);
     } catch (...) { // out of memory while loading: the check is only a diagnosis
     }
     return true;
@@ -374,8 +374,8 @@ template <typename... Args> struct init {};
 /// nanobind would abort when freeing one). Run after the module's body: by the module init
 /// tether_add_module generates, and by modules built otherwise at the end of NB_MODULE.
 inline void check_bindings(const char *module) {
-    for (detail::binding_check check : detail::caster_types()) {
-        PyObject *type = check();
+    for (detail::binding_check bound_by_nanobind : detail::caster_types()) {
+        PyObject *type = bound_by_nanobind(); // not `check`: a macro in nanobind's internals
         if (!type)
             continue;
         std::string name = nb::cast<std::string>(nb::handle(type).attr("__qualname__"));
@@ -404,17 +404,19 @@ template <typename Arg> struct is_nb_init<nb::init_implicit<Arg>> : std::true_ty
 
 namespace detail {
 
-/// Types of this module with fields whose annotation names a type not bound yet.
-inline std::vector<PyTypeObject *> &types_with_deferred_annotations() noexcept {
-    static std::vector<PyTypeObject *> types;
-    return types;
+/// Every type, of any module, with a field whose annotation names a type not bound yet:
+/// tether._core._deferred_annotations (a list), so that a type bound by another module
+/// resolves them too.
+inline nb::list types_with_deferred_annotations() {
+    return nb::borrow<nb::list>(nb::module_::import_("tether._core").attr("_deferred_annotations"));
 }
 
 /// Field `def` of `type` names a type not bound yet: its annotation is a forward reference
-/// (a string) until `compute` succeeds. `type.__tether_pending__[name]` is a function that
-/// tries, writes the annotation (and the docstring tether made) and removes itself; tether's
-/// Python layer calls it before it reads annotations, and every later tether::class_ of this
-/// module tries too (resolve_deferred_annotations).
+/// (a string of the C++ names) until `compute` succeeds. `type.__tether_pending__[name]` is a
+/// function that tries, writes the annotation (and the docstring tether made) and removes
+/// itself; every later tether::class_, of any module, calls the pending functions
+/// (resolve_deferred_annotations), and so does tether's Python layer before it reads
+/// annotations.
 inline void defer_annotation(PyTypeObject *type, PyGetSetDef *def, bool own_doc,
                              nb::object (*compute)(fields::AnnotationMode)) {
     nb::handle cls(reinterpret_cast<PyObject *>(type)); // bound types live for the process
@@ -422,7 +424,7 @@ inline void defer_annotation(PyTypeObject *type, PyGetSetDef *def, bool own_doc,
     if (pending.is_none()) {
         pending = nb::dict();
         nb::setattr(cls, "__tether_pending__", pending);
-        types_with_deferred_annotations().push_back(type);
+        types_with_deferred_annotations().append(cls);
     }
     const char *name = def->name;
     pending[name] = nb::cpp_function([cls, def, own_doc, compute]() -> bool {
@@ -444,19 +446,21 @@ inline void defer_annotation(PyTypeObject *type, PyGetSetDef *def, bool own_doc,
     });
 }
 
-/// Retries every deferred annotation of this module (a type was just bound).
+/// Retries every deferred annotation (a type was just bound).
 inline void resolve_deferred_annotations() {
-    auto &types = types_with_deferred_annotations();
-    for (size_t i = 0; i < types.size();) {
-        nb::handle cls(reinterpret_cast<PyObject *>(types[i]));
+    nb::list types = types_with_deferred_annotations();
+    if (types.size() == 0)
+        return;
+    nb::list still;
+    for (nb::handle cls : nb::list(types)) {
         nb::dict pending = nb::borrow<nb::dict>(nb::getattr(cls, "__dict__")["__tether_pending__"]);
         for (nb::handle resolve : nb::list(pending.values()))
             resolve();
-        if (pending.size() == 0)
-            types.erase(types.begin() + (std::ptrdiff_t) i);
-        else
-            ++i;
+        if (pending.size() != 0)
+            still.append(cls);
     }
+    if (PyList_SetSlice(types.ptr(), 0, PY_SSIZE_T_MAX, still.ptr()) != 0)
+        throw nb::python_error();
 }
 
 /// The nb::class_ a tether::class_<T, Extra...> is: Extra as given when it names T's bound
