@@ -122,6 +122,18 @@ def test_unconvertible_field_raises_type_error_naming_it(mistakes_build):
     assert "SystemError" not in out
 
 
+def test_common_errors_page_quotes_the_messages():
+    """docs/errors.md shows the messages these tests see (line breaks aside)."""
+    page = " ".join((REPO / "docs" / "errors.md").read_text().split())
+    for message in COMPILE_FAILS.values():
+        assert message in page, message
+    for message in ("Counter derives from tether::Object but is bound with nb::class_",
+                    "this module did not call tether::init_module()",
+                    "Holder.items: unable to convert the field's C++ value",
+                    "Section.paragraphs: expected list[Paragraph], got None at index 1"):
+        assert message in page, message
+
+
 def test_field_of_a_type_another_module_binds_later(mistakes_build):
     _, build = mistakes_build
     expect_ok(build, """
