@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import math
 import pickle
+import typing
 import weakref
 
 import tether_geometry as geo  # first, before tether: it imports tether._core itself
@@ -153,3 +154,47 @@ class TestSceneGraph:
         r2 = pickle.loads(pickle.dumps(root))
         assert r2.children[0].parent is r2 and type(r2.children[0]) is Circle
         assert math.isclose(r2.total_area(), 9 * math.pi)
+
+
+class TestSceneAndShapes:
+    """Two types that refer to each other, bound Shape first: Scene.shapes (strong, a map)
+    and Shape.scene (weak, back up)."""
+
+    def test_annotations_name_the_later_type(self):
+        hints = typing.get_type_hints(geo.Shape)
+        assert hints["scene"] == typing.Optional[geo.Scene]
+        assert typing.get_type_hints(geo.Scene)["shapes"] == dict[str, geo.Shape]
+
+    def test_links_both_ways(self):
+        scene = geo.Scene("garden")
+        pond = Circle(1.0)
+        scene.add("pond", pond)
+        assert pond.scene is scene and scene.shapes["pond"] is pond
+        assert math.isclose(scene.total_area(), math.pi)  # C++ reaches the Python override
+        del pond
+        gc.collect()
+        assert scene.shapes["pond"].r == 1.0  # the same wrapper, attributes kept
+
+    def test_weak_scene_link_ends_with_the_scene(self):
+        scene = geo.Scene("s")
+        shape = geo.Shape()
+        scene.add("a", shape)
+        del scene
+        gc.collect()
+        assert shape.scene is None
+
+    def test_none_is_refused_in_the_map(self):
+        scene = geo.Scene("s")
+        try:
+            scene.shapes = {"a": None}
+        except TypeError as e:
+            assert "Scene.shapes" in str(e) and "None for key 'a'" in str(e)
+        else:
+            raise AssertionError("None accepted in a map of Ref<Shape>")
+
+    def test_pickle_keeps_both_directions(self):
+        scene = geo.Scene("s")
+        scene.add("c", Circle(2.0))
+        s2 = pickle.loads(pickle.dumps(scene))
+        c2 = s2.shapes["c"]
+        assert c2.scene is s2 and type(c2) is Circle and c2.r == 2.0

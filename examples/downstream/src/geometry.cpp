@@ -9,7 +9,11 @@
 #include <tether/nanobind.h>
 #include <tether/trampoline.h>
 
+#include <nanobind/stl/map.h>
+
 #include <cmath>
+#include <map>
+#include <string>
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -41,9 +45,12 @@ struct Holder : Object {
     explicit Holder(Ref<Object> v) : value(std::move(v)) {}
 };
 
-/// A node of a scene: children held strongly, the parent weakly.
+struct Scene;
+
+/// A node of a scene: children held strongly, the parent and the scene weakly.
 struct Shape : Object {
     WeakRef<Shape> parent;
+    WeakRef<Scene> scene; // Scene is declared and bound after Shape: any order works
     std::vector<Ref<Shape>> children;
     virtual double area() const { return 0.0; }
     /// Calls area() through the vtable, so Python overrides count.
@@ -58,6 +65,25 @@ struct Shape : Object {
 struct PyShape : Shape {
     TETHER_TRAMPOLINE(Shape);
     double area() const override { TETHER_OVERRIDE(area); }
+};
+
+/// The scene: its shapes by name. Scene and Shape refer to each other (Shape.scene is weak).
+struct Scene : Object {
+    std::string name;
+    std::map<std::string, Ref<Shape>> shapes;
+    explicit Scene(std::string n = "") : name(std::move(n)) {}
+    void add(const std::string &key, Ref<Shape> shape) {
+        if (!shape)
+            throw nb::type_error("Scene.add(): shape must not be None");
+        shape->scene = WeakRef<Scene>(this);
+        shapes[key] = std::move(shape);
+    }
+    double total_area() const {
+        double a = 0;
+        for (const auto &kv : shapes)
+            a += kv.second->total_area();
+        return a;
+    }
 };
 
 } // namespace geometry
@@ -88,7 +114,15 @@ NB_MODULE(tether_geometry, m) {
         .def("area", &Shape::area, "This node's own area (0 in C++).")
         .def("total_area", &Shape::total_area, "area() of this node and all below, from C++.")
         .def_field("parent", &Shape::parent, "The parent (a weak link), or None.")
+        .def_field("scene", &Shape::scene, "The Scene holding it (a weak link), or None.")
         .def_field("children", &Shape::children, "The children (strong links).");
+
+    tether::class_<Scene>(m, "Scene", "Named shapes; each links back to its scene.")
+        .def(tether::init<std::string>(), "name"_a = "")
+        .def_field("name", &Scene::name)
+        .def_field("shapes", &Scene::shapes, "The shapes by name (strong links).")
+        .def("add", &Scene::add, "key"_a, "shape"_a, "Add a shape under key; links it back here.")
+        .def("total_area", &Scene::total_area, "Sum of every shape's total_area(), from C++.");
 
     m.def("echo", [](Ref<Object> o) { return o; }, "obj"_a,
           "Return any tether object through a C++ Ref<tether::Object>.");
