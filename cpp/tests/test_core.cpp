@@ -2,7 +2,7 @@
 // cpp/tests/test_core.cpp: C++ unit tests of the core (allocator, counts, header) without Python
 //
 // This program never starts an interpreter and does not link libpython: it is also the proof
-// that libtether works in plain C++ (see README, "Plain C++ (no Python)"). Layout facts come
+// that libtether works in plain C++ (see docs/embedding.md, "Plain C++"). Layout facts come
 // from the banner in cpp/include/tether/header.h (I2, I3, I6, E1/E2, T8, T9 are cited below).
 #include <tether/tether.h>
 

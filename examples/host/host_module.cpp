@@ -16,7 +16,7 @@ NB_MODULE(host_types, m) {
     m.doc() = "Types of the embedding host example (examples/host)";
     tether::init_module();
     // Wrappers C++ still shares at Py_FinalizeEx() keep their types alive on purpose (they
-    // are orphaned, see README "Embedding in a C++ host"); nanobind would report them as leaks.
+    // are orphaned, see docs/embedding.md); nanobind would report them as leaks.
     nb::set_leak_warnings(false);
 
     tether::class_<Node, Object>(m, "Node", "A node of the host's graph.")

@@ -24,7 +24,7 @@
 #include <cstdint>
 
 // ---- verified versions ------------------------------------------------------------------
-// Each version below was built against and passed tether's tests (README, "nanobind
+// Each version below was built against and passed tether's tests (docs/shipping.md, "nanobind
 // versions"). To add one: build tether with it, let the asserts below pass, run the suite.
 #define TETHER_NB_VERSION_VERIFIED                                                          \
     (NB_VERSION_MAJOR == 3 && (NB_VERSION_MINOR == 0 || NB_VERSION_MINOR == 1))
