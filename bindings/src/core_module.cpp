@@ -3,6 +3,7 @@
 #include <tether/nanobind.h>
 
 #include "runtime_api_export.h"
+#include "runtime_guard.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -31,6 +32,8 @@ void check_inst_layout(nb::module_ &m) {
 
 NB_MODULE(_core, m) {
     m.doc() = "tether's extension core: the object base type and the runtime entry points";
+    if (tether::py::in_subinterpreter()) // 3.11 (nanobind refuses them on 3.12+)
+        throw nb::import_error(tether::py::subinterpreter_refused);
     tether::detail::module_initialized() = true; // tether::init_module() imports this module
     if (tether::py::initialize() != 0)
         throw nb::python_error();

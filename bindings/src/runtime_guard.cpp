@@ -11,6 +11,14 @@
 // The first copy to initialize records itself in the interpreter's state dict under
 // "tether.runtime"; a different copy that initializes later finds that entry and raises
 // ImportError naming both files.
+//
+// The runtime also belongs to one interpreter: the main one. A wrapper lives in the
+// interpreter that made it, and C++ threads enter Python with PyGILState_Ensure, which only
+// knows the main interpreter (in a subinterpreter on 3.11, which shares one GIL, it waits for
+// the GIL its own thread holds: a hang). nanobind refuses subinterpreters on 3.12+
+// (Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED) before any of this runs; claim_runtime()
+// and tether._core's init (in_subinterpreter(), runtime_guard.h) refuse them on every
+// version, so 3.11 raises an ImportError too instead of hanging.
 #include "runtime_guard.h"
 
 #include <tether/python.h>
@@ -39,6 +47,10 @@ const char *file_of(const void *address) noexcept {
 } // namespace
 
 int claim_runtime() noexcept {
+    if (in_subinterpreter()) {
+        PyErr_SetString(PyExc_ImportError, subinterpreter_refused);
+        return -1;
+    }
     if (!g_id.python_path) {
         g_id.python_path = file_of(reinterpret_cast<const void *>(&claim_runtime));
         g_id.core_path = file_of(reinterpret_cast<const void *>(&detail::register_type));
