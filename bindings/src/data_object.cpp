@@ -14,6 +14,7 @@
 
 #include <tether/compat.h>
 
+#include <atomic>
 #include <cstring>
 #include <new>
 #include <string>
@@ -172,7 +173,12 @@ bool from_python(const Slot *s, PyObject *value, Value &out) noexcept {
             const char *p = PyUnicode_AsUTF8AndSize(value, &n);
             if (!p)
                 return false;
-            out = std::string(p, (size_t) n);
+            try {
+                out = std::string(p, (size_t) n);
+            } catch (const std::bad_alloc &) { // (this function is noexcept)
+                PyErr_NoMemory();
+                return false;
+            }
             return true;
         }
         case Kind::Object: {
@@ -202,8 +208,28 @@ bool from_python(const Slot *s, PyObject *value, Value &out) noexcept {
 /// Makes the C++ object of `self` (an instance of a DataObject subclass) with the number of
 /// slots its class declares, and ties the two. Sets a Python error and returns false on
 /// failure, including when self is already initialized.
+/// The interned name "__tether_slot_count__" (borrowed; the cache holds it for good), or null
+/// with MemoryError set. Not a function-local static initialised once: a first call that ran
+/// out of memory would leave it null for the life of the process (every later construction
+/// failing with SystemError); this one tries again on the next call.
+PyObject *slot_count_name() noexcept {
+    static std::atomic<PyObject *> cached{nullptr};
+    PyObject *name = cached.load(std::memory_order_acquire);
+    if (name)
+        return name;
+    name = PyUnicode_InternFromString("__tether_slot_count__");
+    if (!name)
+        return nullptr;
+    PyObject *expected = nullptr;
+    if (!cached.compare_exchange_strong(expected, name, std::memory_order_acq_rel)) {
+        Py_DECREF(name); // another thread cached it first (the same interned string)
+        return expected;
+    }
+    return name;
+}
+
 bool make_data(PyObject *self) noexcept {
-    static PyObject *name = PyUnicode_InternFromString("__tether_slot_count__");
+    PyObject *name = slot_count_name();
     if (!name)
         return false;
     // Borrowed, served by the type cache, and no AttributeError to raise and clear when

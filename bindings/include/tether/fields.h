@@ -650,6 +650,219 @@ template <typename M> void raise_bad_value(const char *owner, const char *name, 
                  Py_TYPE(value)->tp_name);
 }
 
+// ---- writes that may run out of memory ------------------------------------------------------
+//
+// nanobind's casters convert in a `noexcept` from_python: a std::bad_alloc in one (a
+// vector's reserve, a list or map node, a std::string) would call std::terminate. So a field
+// of a container, std::optional or std::string type is converted here instead, by the same
+// steps as nanobind's list, dict, set, optional and string casters (and tether's, which
+// refuse None items of Ref<T>), in code that may throw: set() turns std::bad_alloc into
+// MemoryError, and a MemoryError CPython raises while converting stays a MemoryError rather
+// than becoming "expected ..., got ...". Items of any other type (numbers, enums, bound
+// classes, tether objects) still go through nanobind's caster, reused across the items as
+// nanobind's containers do; they allocate no C++ memory while converting.
+
+/// Writer<M>::own: tether converts M itself (Writer<M>::read); else nanobind's caster does.
+template <typename M, typename = void> struct Writer {
+    static constexpr bool own = false;
+};
+
+/// True for a type nanobind converts (it has a caster of its own, not a bound class).
+template <typename M>
+constexpr bool converted_v = !nb::detail::is_base_caster_v<nb::detail::make_caster<M>>;
+
+/// Keep a pending MemoryError (returns false), clear any other error as nanobind's casters do.
+inline bool keep_memory_error() noexcept {
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError))
+        PyErr_Clear();
+    return false;
+}
+
+/// Converts the items of one container one by one and hands each to `put`.
+template <typename E, bool = Writer<E>::own> struct ItemReader {
+    // nanobind's caster, one for all the items (the Ref<T> caster settles the previous item's
+    // count when it is reused, as in nanobind's list caster)
+    nb::detail::make_caster<E> caster;
+    template <typename Put>
+    bool operator()(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup, Put &&put) {
+        if (!caster.from_python(src, flags, cleanup) || !caster.template can_cast<E>())
+            return false;
+        put(caster.operator nb::detail::cast_t<E>());
+        return true;
+    }
+};
+template <typename E> struct ItemReader<E, true> {
+    template <typename Put>
+    bool operator()(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup, Put &&put) {
+        E item{};
+        if (!Writer<E>::read(src, flags, cleanup, item))
+            return false;
+        put(std::move(item));
+        return true;
+    }
+};
+
+/// Holds the temporary a sequence's or mapping's items were read from.
+struct TempRef {
+    PyObject *ptr = nullptr;
+    ~TempRef() { Py_XDECREF(ptr); }
+};
+
+/// std::vector, std::list (nanobind's list_caster): any sequence but str and bytes.
+template <typename List, typename E> struct SequenceWriter {
+    static constexpr bool own = true;
+    template <typename L> using has_reserve = decltype(std::declval<L &>().reserve(0));
+    static bool read(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup, List &out) {
+        out.clear();
+        PyObject **items = nullptr;
+        size_t size = 0;
+        TempRef temp;
+        if (PyUnicode_CheckExact(src) || PyBytes_CheckExact(src))
+            return false;
+#if !defined(Py_GIL_DISABLED) // the items of a list in place, as nanobind's seq_get
+        if (PyList_CheckExact(src)) {
+            size = (size_t) PyList_GET_SIZE(src);
+            items = reinterpret_cast<PyListObject *>(src)->ob_item;
+        } else
+#endif
+        if (PyTuple_CheckExact(src)) {
+            size = (size_t) PyTuple_GET_SIZE(src);
+            items = reinterpret_cast<PyTupleObject *>(src)->ob_item;
+        } else {
+            if (!PySequence_Check(src))
+                return false;
+            temp.ptr = PySequence_Tuple(src);
+            if (!temp.ptr)
+                return keep_memory_error();
+            size = (size_t) PyTuple_GET_SIZE(temp.ptr);
+            items = reinterpret_cast<PyTupleObject *>(temp.ptr)->ob_item;
+        }
+        if constexpr (nb::is_detected_v<has_reserve, List>)
+            out.reserve(size); // may throw std::bad_alloc: set() says MemoryError
+        ItemReader<E> item;
+        uint32_t item_flags = nb::detail::flags_for_local_caster<E>(flags);
+        for (size_t i = 0; i < size; ++i)
+            if (!item(items[i], item_flags, cleanup,
+                      [&](auto &&v) { out.push_back(std::forward<decltype(v)>(v)); }))
+                return false;
+        if constexpr (is_ref<E>::value) // tether's ref_list_caster: None items are refused
+            for (const auto &x : out)
+                if (!x)
+                    return false;
+        return true;
+    }
+};
+
+/// std::map, std::unordered_map (nanobind's dict_caster): any mapping.
+template <typename Map, typename K, typename V> struct MappingWriter {
+    static constexpr bool own = true;
+    static bool read(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup, Map &out) {
+        out.clear();
+        size_t size = 0;
+        TempRef temp;
+        PyObject **items = NB_CALL(mapping_get)(src, &size, &temp.ptr);
+        if (!items) {
+            // For a dict, mapping_get fails only when its snapshot cannot be allocated (it
+            // clears that MemoryError: restore it).
+            if (PyDict_CheckExact(src))
+                PyErr_NoMemory();
+            return keep_memory_error();
+        }
+        ItemReader<K> key;
+        ItemReader<V> val;
+        uint32_t key_flags = nb::detail::flags_for_local_caster<K>(flags),
+                 val_flags = nb::detail::flags_for_local_caster<V>(flags);
+        for (size_t i = 0; i < size; ++i) {
+            std::optional<K> k;
+            if (!key(items[2 * i], key_flags, cleanup,
+                     [&](auto &&v) { k.emplace(std::forward<decltype(v)>(v)); }))
+                return false;
+            if (!val(items[2 * i + 1], val_flags, cleanup, [&](auto &&v) {
+                    out.emplace(std::move(*k), std::forward<decltype(v)>(v));
+                }))
+                return false;
+        }
+        if constexpr (is_ref<V>::value) // tether's ref_dict_caster: None values are refused
+            for (const auto &x : out)
+                if (!x.second)
+                    return false;
+        return true;
+    }
+};
+
+/// std::set, std::unordered_set (nanobind's set_caster): any iterable.
+template <typename Set, typename K> struct SetWriter {
+    static constexpr bool own = true;
+    static bool read(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup, Set &out) {
+        out.clear();
+        if (!nb::detail::iterable_check(src))
+            return false;
+        TempRef iter{PyObject_GetIter(src)};
+        if (!iter.ptr)
+            return keep_memory_error();
+        ItemReader<K> key;
+        uint32_t key_flags = nb::detail::flags_for_local_caster<K>(flags);
+        while (PyObject *k = PyIter_Next(iter.ptr)) {
+            TempRef hold{k};
+            if (!key(k, key_flags, cleanup,
+                     [&](auto &&v) { out.emplace(std::forward<decltype(v)>(v)); }))
+                return false;
+        }
+        return !PyErr_Occurred() || keep_memory_error();
+    }
+};
+
+template <typename E, typename A>
+struct Writer<std::vector<E, A>, std::enable_if_t<converted_v<std::vector<E, A>>>>
+    : SequenceWriter<std::vector<E, A>, E> {};
+template <typename E, typename A>
+struct Writer<std::list<E, A>, std::enable_if_t<converted_v<std::list<E, A>>>>
+    : SequenceWriter<std::list<E, A>, E> {};
+template <typename K, typename V, typename C, typename A>
+struct Writer<std::map<K, V, C, A>, std::enable_if_t<converted_v<std::map<K, V, C, A>>>>
+    : MappingWriter<std::map<K, V, C, A>, K, V> {};
+template <typename K, typename V, typename H, typename E, typename A>
+struct Writer<std::unordered_map<K, V, H, E, A>,
+              std::enable_if_t<converted_v<std::unordered_map<K, V, H, E, A>>>>
+    : MappingWriter<std::unordered_map<K, V, H, E, A>, K, V> {};
+template <typename K, typename C, typename A>
+struct Writer<std::set<K, C, A>, std::enable_if_t<converted_v<std::set<K, C, A>>>>
+    : SetWriter<std::set<K, C, A>, K> {};
+template <typename K, typename H, typename E, typename A>
+struct Writer<std::unordered_set<K, H, E, A>,
+              std::enable_if_t<converted_v<std::unordered_set<K, H, E, A>>>>
+    : SetWriter<std::unordered_set<K, H, E, A>, K> {};
+
+/// std::optional (nanobind's optional_caster): None, or what the item accepts.
+template <typename E> struct Writer<std::optional<E>, std::enable_if_t<converted_v<std::optional<E>>>> {
+    static constexpr bool own = true;
+    static bool read(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup,
+                     std::optional<E> &out) {
+        out.reset();
+        if (src == Py_None)
+            return true;
+        ItemReader<E> item;
+        return item(src, nb::detail::flags_for_local_caster<E>(flags), cleanup,
+                    [&](auto &&v) { out.emplace(std::forward<decltype(v)>(v)); });
+    }
+};
+
+/// std::string (nanobind's string caster): a str, as UTF-8.
+template <typename S>
+struct Writer<S, std::enable_if_t<std::is_same_v<S, std::string> && converted_v<S>>> {
+    static constexpr bool own = true;
+    static bool read(PyObject *src, uint32_t, nb::detail::cleanup_list *, std::string &out) {
+        if (!PyUnicode_Check(src))
+            return false;
+        Py_ssize_t size = 0;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(src, &size);
+        if (!utf8)
+            return keep_memory_error();
+        out.assign(utf8, (size_t) size); // may throw std::bad_alloc
+        return true;
+    }
+};
+
 template <typename T, typename M> int set(PyObject *self, PyObject *value, void *closure) noexcept {
     M T::*const member = Field<T, M>::member(closure);
     const char *owner, *name;
@@ -662,39 +875,57 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
         py::raise_unusable(self);
         return -1;
     }
-    nb::detail::make_caster<M> c;
     nb::detail::cleanup_list cleanup(self);
-    bool ok = c.from_python(value, (uint32_t) nb::detail::cast_flags::convert, &cleanup);
+    const uint32_t flags = (uint32_t) nb::detail::cast_flags::convert;
     int rv = -1;
-    if (!ok) {
-        field_names(self, &get<T, M>, closure, &owner, &name);
-        try {
-            raise_bad_value<M>(owner, name, value);
-        } catch (...) {
-            PyErr_Format(PyExc_TypeError, "%s.%s: cannot take a %s", owner, name,
-                         Py_TYPE(value)->tp_name);
-        }
-    } else {
-        try {
-            M incoming = c.operator nb::detail::cast_t<M>();
-            {
-                py::WrapperLock lock(self);
-                // Looked up only now: converting the value may have run Python code
-                // (__index__, __float__, a sequence's __getitem__) that moved self's object
-                // into C++, where it may already be gone.
-                if (T *t = self_object<T>(self)) {
-                    std::swap(t->*member, incoming);
-                    rv = 0;
-                }
+    // Swaps `incoming` into the field; `incoming` then holds the old value, released by the
+    // caller outside the lock.
+    auto store = [&](M &incoming) {
+        {
+            py::WrapperLock lock(self);
+            // Looked up only now: converting the value may have run Python code
+            // (__index__, __float__, a sequence's __getitem__) that moved self's object
+            // into C++, where it may already be gone.
+            if (T *t = self_object<T>(self)) {
+                std::swap(t->*member, incoming);
+                rv = 0;
             }
-            if (rv != 0)
-                py::raise_unusable(self);
-            // `incoming` now holds the old value: released here, outside the lock
-        } catch (nb::python_error &e) {
-            e.restore();
-        } catch (const std::exception &e) {
-            PyErr_SetString(PyExc_TypeError, e.what());
         }
+        if (rv != 0)
+            py::raise_unusable(self);
+    };
+    try {
+        bool ok;
+        if constexpr (Writer<M>::own) {
+            M incoming{};
+            ok = Writer<M>::read(value, flags, &cleanup, incoming);
+            if (ok)
+                store(incoming);
+        } else {
+            nb::detail::make_caster<M> c;
+            ok = c.from_python(value, flags, &cleanup);
+            if (ok) {
+                M incoming = c.operator nb::detail::cast_t<M>();
+                store(incoming);
+            }
+        }
+        if (!ok && !(PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError))) {
+            field_names(self, &get<T, M>, closure, &owner, &name);
+            try {
+                raise_bad_value<M>(owner, name, value);
+            } catch (const std::bad_alloc &) {
+                PyErr_NoMemory();
+            } catch (...) {
+                PyErr_Format(PyExc_TypeError, "%s.%s: cannot take a %s", owner, name,
+                             Py_TYPE(value)->tp_name);
+            }
+        }
+    } catch (nb::python_error &e) {
+        e.restore();
+    } catch (const std::bad_alloc &) { // a container, string or copy too large: never abort
+        PyErr_NoMemory();
+    } catch (const std::exception &e) {
+        PyErr_SetString(PyExc_TypeError, e.what());
     }
     cleanup.release();
     return rv;

@@ -23,7 +23,13 @@
 //  - `self` in the override is the wrapper Python had (`self is` holds, __dict__ intact);
 //  - a method the Python class does not override runs the C++ base method, with the GIL
 //    released again first; a pure virtual raises NotImplementedError naming the class;
-//  - `super().name()` inside the override runs the C++ base method (not the override again);
+//  - the override is found on the class and called as `self.name(...)` would be: functions,
+//    staticmethod, classmethod, functools.partialmethod and other descriptors (__get__)
+//    all work; attributes set on the instance are not overrides;
+//  - `super().name()` inside the override runs the C++ base method (not the override again),
+//    and so does any call of the same virtual on the same object that C++ makes while the
+//    override runs (re-entrant calls; docs/guide.md, section 5);
+//  - out of memory anywhere in a dispatch raises MemoryError and releases the GIL and self;
 //  - after tether.move(self) the object is reached through a fresh wrapper of the bound type,
 //    which has no override.
 #pragma once
@@ -35,6 +41,8 @@ namespace tether::detail {
 
 /// One dispatch of a trampoline method: finds the Python override of `name` on the object's
 /// wrapper, and holds the GIL and the wrapper while it runs. Not overridden: holds nothing.
+/// Every exit path, including an exception from the constructor (out of memory making the
+/// name, the wrapper or the bound method), releases what it took: the GIL, self, the method.
 class Override {
 public:
     Override(const Object *obj, PyTypeObject *base, const char *name, bool pure) {
@@ -48,9 +56,10 @@ public:
         m_gil = PyGILState_Ensure();
         m_have_gil = true;
         m_self = tether::py::wrap(const_cast<Object *>(obj), base);
-        if (m_self && resolve(base, name))
-            return; // overridden: keep the GIL and self until the call is over
-        if (m_self && pure) {
+        int found = m_self ? resolve(base, name) : -1;
+        if (found > 0)
+            return; // overridden: keep the GIL, self and the method until the call is over
+        if (found == 0 && pure) {
             if (Py_TYPE(m_self) == base)
                 PyErr_Format(PyExc_NotImplementedError,
                              "%s.%s() is a pure virtual C++ method: %s is abstract, subclass it "
@@ -62,7 +71,9 @@ public:
                              "define %s()",
                              base->tp_name, name, Py_TYPE(m_self)->tp_name, name);
         }
-        if (!m_self || pure) {
+        if (found < 0 || pure) {
+            if (!PyErr_Occurred()) // (wrap() and resolve() set one; never throw without)
+                PyErr_SetString(PyExc_SystemError, "tether: trampoline lookup failed");
             nb::python_error error; // takes the Python error while the GIL is held
             release();
             throw error;
@@ -77,26 +88,55 @@ public:
 
     /// Call the override with `args` (converted by nanobind's casters) and convert its result.
     template <typename R, typename... Args> R call(Args &&...args) {
-        nb::object result = nb::handle(m_func)(nb::handle(m_self), std::forward<Args>(args)...);
+        nb::object result = m_call ? nb::handle(m_call)(std::forward<Args>(args)...)
+                                   : nb::handle(m_func)(nb::handle(m_self), std::forward<Args>(args)...);
         if constexpr (!std::is_void_v<R>)
             return nb::cast<R>(result);
     }
 
 private:
-    /// True if the Python class of m_self defines `name` itself (not the bound C++ method).
-    /// The raw class attribute is looked up without binding, as nanobind does.
-    bool resolve(PyTypeObject *base, const char *name) {
-        nb::str key(name);
-        PyObject *found = tether::py::compat::type_lookup(Py_TYPE(m_self), key.ptr()); // borrowed
-        PyObject *bound = tether::py::compat::type_lookup(base, key.ptr());
-        if (!found || found == bound || is_nanobind_function(found))
-            return false;
+    /// 1 if the Python class of m_self overrides `name` (defines it, not as the bound C++
+    /// method), 0 if not, -1 with a Python error set (out of memory).
+    ///
+    /// Whether the class overrides is decided on the class, as nanobind does: the attribute
+    /// found along type(self)'s MRO, without descriptors, differs from the base's. The call
+    /// then goes where `self.name(...)` would go in Python: the attribute is bound through
+    /// the descriptor protocol (__get__(self, type(self))), so staticmethod, classmethod,
+    /// functools.partialmethod and any other descriptor work; a plain function is called
+    /// with self (what binding it would do, without making a bound method); a class attribute
+    /// with no __get__ (a functools.partial, a callable object) is called as it is, without
+    /// self. Attributes set on the instance (self.name = ...) are not overrides.
+    int resolve(PyTypeObject *base, const char *name) noexcept {
+        PyObject *key = PyUnicode_FromString(name);
+        if (!key)
+            return -1;
+        PyObject *found = tether::py::compat::type_lookup(Py_TYPE(m_self), key); // borrowed
+        PyObject *bound = tether::py::compat::type_lookup(base, key);
+        Py_DECREF(key);
+        if (!found || found == bound)
+            return 0;
+        Py_INCREF(found); // is_nanobind_function() and __get__ may run code
+        int nb_func = is_nanobind_function(found);
         // super().name() inside the override re-enters through the vtable, with this very
         // dispatch on top of the thread's stack: run the C++ method then (as nanobind does).
-        if (Frame *top = current(); top && top->self == m_self && top->func == found)
-            return false;
+        // So does any other call of the same virtual on the same object made (through C++)
+        // while the override runs: docs/guide.md, section 5, "Re-entrant calls".
+        Frame *top = current();
+        if (nb_func != 0 || (top && top->self == m_self && top->func == found)) {
+            Py_DECREF(found);
+            return nb_func < 0 ? -1 : 0;
+        }
+        if (!PyFunction_Check(found)) {
+            if (descrgetfunc get = Py_TYPE(found)->tp_descr_get)
+                m_call = get(found, m_self, reinterpret_cast<PyObject *>(Py_TYPE(m_self)));
+            else
+                m_call = Py_NewRef(found);
+            if (!m_call) {
+                Py_DECREF(found);
+                return -1;
+            }
+        }
         m_func = found;
-        Py_INCREF(m_func);
         m_frame = Frame{m_self, m_func, current()};
         // The frame lives in this Override, which release() unlinks before it goes: GCC 13+
         // cannot see that and warns (-Wdangling-pointer) where the macros put it on the stack.
@@ -108,23 +148,28 @@ private:
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #pragma GCC diagnostic pop
 #endif
-        return true;
+        return 1;
     }
-    static bool is_nanobind_function(PyObject *o) noexcept {
+    /// 1 if `o` is a nanobind function (a C++ method bound on a class between base and
+    /// type(self)), 0 if not, -1 with a Python error set.
+    static int is_nanobind_function(PyObject *o) noexcept {
         PyObject *mod = PyObject_GetAttrString(reinterpret_cast<PyObject *>(Py_TYPE(o)), "__module__");
         if (!mod) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1; // (MemoryError): not "no", or a C++ method would pass as an override
             PyErr_Clear();
-            return false;
+            return 0;
         }
         bool nb_func = PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "nanobind") == 0;
         Py_DECREF(mod);
-        return nb_func;
+        return nb_func ? 1 : 0;
     }
     void release() noexcept {
         if (!m_have_gil)
             return;
         if (m_func) {
             current() = m_frame.prev;
+            Py_CLEAR(m_call);
             Py_CLEAR(m_func);
         }
         Py_CLEAR(m_self);
@@ -144,7 +189,8 @@ private:
     PyGILState_STATE m_gil{};
     bool m_have_gil = false;
     PyObject *m_self = nullptr;
-    PyObject *m_func = nullptr;
+    PyObject *m_func = nullptr; ///< the class attribute that overrides (what the frame names)
+    PyObject *m_call = nullptr; ///< what to call without self (m_func bound), or null: m_func(self, ...)
     Frame m_frame{};
 };
 
