@@ -134,6 +134,7 @@ template <typename R, typename F> std::vector<R> run_in_thread(int64_t times, F 
 
 void bind_lifetime_types(nb::module_ &m); // testing_lifetime.cpp
 void bind_document_types(nb::module_ &m); // testing_document.cpp
+void bind_override_types(nb::module_ &m); // testing_overrides.cpp
 
 static void bind_value_types(nb::module_ &m) {
     using namespace tt;
@@ -346,6 +347,7 @@ NB_MODULE(testing, m) {
           "n"_a, "Create and drop n objects on a C++ thread without the GIL.");
 
     bind_real_types(m);
+    bind_override_types(m);
     bind_document_types(m);
     tether::check_bindings("tether.testing"); // tether_add_module's init does this itself
 }
