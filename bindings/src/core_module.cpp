@@ -8,6 +8,10 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
+namespace tether {
+void bind_reduce(nb::module_ &m); // reduce.cpp: pickle, copy and deepcopy in C++
+}
+
 namespace {
 
 /// A concrete type used once at import to check that nanobind reads tether wrappers the way
@@ -78,4 +82,6 @@ NB_MODULE(_core, m) {
           "Bytes tether adds in front of an object of ordinary alignment.");
 
     m.def("abi_version", [] { return tether::abi_version; });
+
+    tether::bind_reduce(m);
 }

@@ -1,0 +1,1342 @@
+// SPDX-License-Identifier: Apache-2.0
+// bindings/src/reduce.cpp: pickle, copy and deepcopy of tether objects, in C++
+//
+// One generic reducer for every tether type. Each declared field is a CPython getset
+// descriptor in its type's dict, so its get/set functions are called directly
+// (d_getset->get(self, closure)): no attribute lookup, no Python frame, and the field's own
+// function keeps its locking (the wrapper's critical section on free-threaded builds).
+//
+// Per type, a Layout (the fields, the Python slots, the constructor parameters, and whether a
+// subclass overrides __reduce__/__getstate__/__setstate__) is computed once by Python
+// (tether._pickle._fast_layout) and cached here, keyed by the type and validated by the
+// type's version tag: CPython changes the tag whenever the type or a base gains, loses or
+// changes an attribute, so a stale layout is never used. Descriptors are kept borrowed: the
+// type's dict holds them while the tag is unchanged.
+//
+// What __reduce_ex__ gives (the format tether._pickle documents):
+//     (tether._core._rebuild, (cls, ctor_names, *ctor_values), state)
+//     state = (dict or None, state_names, *state_values), or None when empty
+// `ctor_names` and `state_names` are tuples cached per type (and per combination of fields
+// present), so pickle memoizes them: each object carries its values, not its field names.
+// _rebuild allocates cls and runs the bound C++ __init__ with ctor_names=ctor_values;
+// __setstate__ sets the rest after pickle memoized the object, so sharing and cycles survive.
+//
+// Numeric vectors: a field annotated list[float] / list[int] whose C++ member is found to be
+// a std::vector of an arithmetic type (a one-time probe of the member's memory, see
+// probe_read/probe_write) is read as one bytes snapshot (a memcpy) instead of a list of
+// numbers, handed to pickle as a PickleBuffer with protocol 5 (out of band with a
+// buffer_callback), and written back with one memcpy.
+#include <tether/nanobind.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace nb = nanobind;
+
+namespace tether {
+namespace {
+
+// ---- small helpers ----------------------------------------------------------------------------
+
+struct Ref_ { // an owned PyObject*
+    PyObject *p = nullptr;
+    Ref_() = default;
+    explicit Ref_(PyObject *o) : p(o) {}
+    Ref_(const Ref_ &) = delete;
+    Ref_ &operator=(const Ref_ &) = delete;
+    Ref_(Ref_ &&o) noexcept : p(o.p) { o.p = nullptr; }
+    Ref_ &operator=(Ref_ &&o) noexcept {
+        std::swap(p, o.p);
+        return *this;
+    }
+    ~Ref_() { Py_XDECREF(p); }
+    PyObject *release() {
+        PyObject *r = p;
+        p = nullptr;
+        return r;
+    }
+    explicit operator bool() const { return p != nullptr; }
+};
+
+/// A vector with room for N items inline: per-object work allocates nothing for small types.
+template <typename T, size_t N> class Small {
+    T inline_[N];
+    std::vector<T> heap_;
+    size_t n_ = 0;
+
+public:
+    Small() = default;
+    Small(const Small &) = delete;
+    Small &operator=(const Small &) = delete;
+    void push_back(T v) {
+        if (n_ < N) {
+            inline_[n_++] = std::move(v);
+            return;
+        }
+        if (heap_.empty())
+            for (size_t i = 0; i < N; ++i)
+                heap_.push_back(std::move(inline_[i]));
+        heap_.push_back(std::move(v));
+        ++n_;
+    }
+    size_t size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+    T *data() { return n_ <= N ? inline_ : heap_.data(); }
+    const T *data() const { return n_ <= N ? inline_ : heap_.data(); }
+    T &operator[](size_t i) { return data()[i]; }
+    const T &operator[](size_t i) const { return data()[i]; }
+    T *begin() { return data(); }
+    T *end() { return data() + n_; }
+    const T *begin() const { return data(); }
+    const T *end() const { return data() + n_; }
+};
+
+PyTypeObject *object_type() { return py_type<Object>(); }
+
+PyObject *import_attr(const char *module, const char *attr) {
+    PyObject *m = PyImport_ImportModule(module);
+    if (!m)
+        return nullptr;
+    PyObject *r = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    return r;
+}
+
+/// A cached attribute of a Python module (a strong reference kept for the process).
+PyObject *cached_attr(PyObject *&slot, const char *module, const char *attr) {
+    if (!slot)
+        slot = import_attr(module, attr);
+    return slot;
+}
+PyObject *g_fast_layout = nullptr, *g_pickle_base = nullptr, *g_deepcopy = nullptr,
+         *g_reconstruct = nullptr;
+PyObject *g_empty_tuple = nullptr;
+PyObject *g_rebuild = nullptr; // tether._core._rebuild
+PyObject *g_str_dict = nullptr;
+
+unsigned int version_of(PyTypeObject *tp) {
+#if defined(Py_GIL_DISABLED)
+    return __atomic_load_n(&tp->tp_version_tag, __ATOMIC_ACQUIRE);
+#else
+    return tp->tp_version_tag;
+#endif
+}
+
+bool has_dict(PyTypeObject *tp) {
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+        return true;
+#endif
+    return tp->tp_dictoffset != 0;
+}
+
+// ---- numeric vectors --------------------------------------------------------------------------
+
+/// What a field's C++ member is, learned once per (getter, closure): the pair names one
+/// template instance get<T, M> and one member, so one C++ type at one offset.
+struct VecInfo {
+    enum State : uint8_t { unknown, vector, other } state = unknown;
+    uint8_t elsize = 0;
+};
+struct KeyHash {
+    size_t operator()(const std::pair<void *, void *> &k) const noexcept {
+        return std::hash<void *>()(k.first) * 31 + std::hash<void *>()(k.second);
+    }
+};
+std::unordered_map<std::pair<void *, void *>, VecInfo, KeyHash> g_vec_info;
+std::mutex g_vec_mutex;
+
+/// Vectors shorter than this go as lists: a PickleBuffer costs more than a few numbers.
+constexpr Py_ssize_t min_vector_items = 64;
+
+// ---- layouts ----------------------------------------------------------------------------------
+
+enum class Access : uint8_t { getset, descriptor, generic };
+
+struct Entry {
+    Ref_ name;                 // str
+    PyObject *descr = nullptr; // borrowed, valid while the version tag is unchanged
+    Access access = Access::generic;
+    getter get = nullptr;
+    setter set = nullptr;
+    void *closure = nullptr;
+    bool readonly = false, slot = false, param_default = false;
+    int param = -1;   // >= 0: a constructor parameter of the same name
+    int numeric = 0;  // 1: annotated list[float], 2: list[int] (a std::vector candidate)
+};
+
+struct Names {
+    uint64_t mask;
+    Ref_ ctor, state;
+};
+
+struct Layout {
+    PyTypeObject *type = nullptr;
+    unsigned int version = 0;
+    bool constructible = false, user_reduce = false, user_getstate = false,
+         user_setstate = false, dict = false;
+    PyObject *init = nullptr;      // borrowed: the bound base's __init__ (in its dict)
+    PyObject *class_ref = nullptr; // borrowed: cls, or its by-value spec (in cls.__dict__)
+    std::vector<Entry> entries;    // declared fields, then Python slots
+    std::vector<Names> names;      // per combination of entries present (mask), at most a few
+    Ref_ seen_ctor_names;          // the last ctor_names tuple _rebuild saw ...
+    bool seen_ctor_positional = false; // ... and whether it names parameters 0..n-1 in order
+    Ref_ seen_state_names;         // the last state_names tuple __setstate__ resolved ...
+    std::vector<int> seen_index;   // ... to these entries (-1: not an entry)
+    std::mutex mutex;              // names/seen_* on free-threaded builds
+
+    bool fast_copy() const {
+        return constructible && !user_reduce && !user_getstate && !user_setstate;
+    }
+};
+
+// Never destroyed: layouts hold Python references, which must not be released after the
+// interpreter finalized (static destructors run after Py_Finalize).
+using LayoutMap = std::unordered_map<PyTypeObject *, std::shared_ptr<Layout>>;
+LayoutMap &g_layouts = *new LayoutMap();
+std::mutex g_layouts_mutex;
+
+struct MaybeLock { // a std::mutex on free-threaded builds, nothing under the GIL
+#if defined(Py_GIL_DISABLED)
+    std::lock_guard<std::mutex> g;
+    explicit MaybeLock(std::mutex &m) : g(m) {}
+#else
+    explicit MaybeLock(std::mutex &) {}
+#endif
+};
+
+bool build_entry(PyTypeObject *tp, Entry &e) {
+    e.descr = _PyType_Lookup(tp, e.name.p);
+    if (e.descr && Py_IS_TYPE(e.descr, &PyGetSetDescr_Type)) {
+        PyGetSetDef *d = reinterpret_cast<PyGetSetDescrObject *>(e.descr)->d_getset;
+        e.access = Access::getset;
+        e.get = d->get;
+        e.set = d->set;
+        e.closure = d->closure;
+        if (!e.get)
+            e.access = Access::generic;
+    } else if (e.descr && Py_TYPE(e.descr)->tp_descr_get && Py_TYPE(e.descr)->tp_descr_set) {
+        e.access = Access::descriptor;
+    } else {
+        e.access = Access::generic;
+    }
+    if (e.access != Access::getset)
+        e.numeric = 0;
+    return true;
+}
+
+std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
+    if (!cached_attr(g_fast_layout, "tether._pickle", "_fast_layout"))
+        return nullptr;
+    Ref_ info(PyObject_CallOneArg(g_fast_layout, reinterpret_cast<PyObject *>(tp)));
+    if (!info)
+        return nullptr;
+    if (!PyTuple_Check(info.p) || PyTuple_GET_SIZE(info.p) != 8) {
+        PyErr_SetString(PyExc_SystemError, "tether._pickle._fast_layout: bad result");
+        return nullptr;
+    }
+    auto L = std::make_shared<Layout>();
+    L->type = tp;
+    PyObject **it = &PyTuple_GET_ITEM(info.p, 0);
+    L->constructible = PyObject_IsTrue(it[0]) == 1;
+    L->init = it[1] == Py_None ? nullptr : it[1];
+    PyObject *fields = it[2], *slots = it[3];
+    L->class_ref = it[4];
+    L->user_reduce = PyObject_IsTrue(it[5]) == 1;
+    L->user_getstate = PyObject_IsTrue(it[6]) == 1;
+    L->user_setstate = PyObject_IsTrue(it[7]) == 1;
+    L->dict = has_dict(tp);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); ++i) {
+        PyObject *f = PyTuple_GET_ITEM(fields, i); // (name, readonly, param, default, numeric)
+        Entry e;
+        e.name = Ref_(Py_NewRef(PyTuple_GET_ITEM(f, 0)));
+        PyUnicode_InternInPlace(&e.name.p);
+        e.readonly = PyObject_IsTrue(PyTuple_GET_ITEM(f, 1)) == 1;
+        e.param = (int) PyLong_AsLong(PyTuple_GET_ITEM(f, 2));
+        e.param_default = PyObject_IsTrue(PyTuple_GET_ITEM(f, 3)) == 1;
+        e.numeric = (int) PyLong_AsLong(PyTuple_GET_ITEM(f, 4));
+        L->entries.push_back(std::move(e));
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(slots); ++i) {
+        Entry e;
+        e.name = Ref_(Py_NewRef(PyTuple_GET_ITEM(slots, i)));
+        PyUnicode_InternInPlace(&e.name.p);
+        e.slot = true;
+        L->entries.push_back(std::move(e));
+    }
+    if (PyErr_Occurred())
+        return nullptr;
+    // Python ran above (it may have cached things in the class dict, changing its version):
+    // the descriptors and the version are read after it, with no Python code in between.
+    for (Entry &e : L->entries)
+        build_entry(tp, e);
+    if (L->entries.size() > 60) // masks are 64 bits; such types get fresh name tuples
+        L->names.reserve(0);
+    if (version_of(tp) == 0) { // assign a tag (attribute lookups through the cache do)
+        _PyType_Lookup(tp, g_str_dict);
+    }
+    L->version = version_of(tp);
+    // info (holding init and class_ref) dies here; both stay in class dicts (borrowed above)
+    return L;
+}
+
+/// The Layout of `tp`; nullptr with an exception set on failure.
+std::shared_ptr<Layout> layout_of(PyTypeObject *tp) {
+    unsigned int v = version_of(tp);
+    if (v != 0) {
+        MaybeLock lock(g_layouts_mutex);
+        auto it = g_layouts.find(tp);
+        if (it != g_layouts.end() && it->second->version == v)
+            return it->second;
+    }
+    std::shared_ptr<Layout> L = compute_layout(tp);
+    if (!L)
+        return nullptr;
+    if (L->version != 0 && L->version == version_of(tp)) {
+        MaybeLock lock(g_layouts_mutex);
+        if (g_layouts.size() > 4096) // dead classes leave entries behind: start afresh
+            g_layouts.clear();
+        g_layouts[tp] = L;
+    }
+    return L;
+}
+
+bool is_tether_instance(PyObject *o) {
+    PyTypeObject *base = object_type();
+    return base && PyObject_TypeCheck(o, base);
+}
+
+/// True if `value` is a tether object or a list, tuple or dict holding one (as _pickle did).
+bool holds_objects(PyObject *v) {
+    if (is_tether_instance(v))
+        return true;
+    if (PyList_CheckExact(v) || PyTuple_CheckExact(v)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        for (Py_ssize_t i = 0; i < n; ++i)
+            if (is_tether_instance(PySequence_Fast_GET_ITEM(v, i)))
+                return true;
+    } else if (PyDict_CheckExact(v)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *x;
+        while (PyDict_Next(v, &pos, &k, &x))
+            if (is_tether_instance(x))
+                return true;
+    }
+    return false;
+}
+
+// ---- reading and writing one entry ------------------------------------------------------------
+
+PyObject *read_entry(PyObject *self, const Entry &e) {
+    switch (e.access) {
+    case Access::getset:
+        return e.get(self, e.closure);
+    case Access::descriptor:
+        return Py_TYPE(e.descr)->tp_descr_get(e.descr, self,
+                                              reinterpret_cast<PyObject *>(Py_TYPE(self)));
+    default:
+        return PyObject_GenericGetAttr(self, e.name.p);
+    }
+}
+
+int write_entry(PyObject *self, const Entry &e, PyObject *v) {
+    switch (e.access) {
+    case Access::getset:
+        if (!e.set) {
+            PyErr_Format(PyExc_AttributeError, "field %U of %s is read-only", e.name.p,
+                         Py_TYPE(self)->tp_name);
+            return -1;
+        }
+        return e.set(self, v, e.closure);
+    case Access::descriptor:
+        return Py_TYPE(e.descr)->tp_descr_set(e.descr, self, v);
+    default:
+        return PyObject_GenericSetAttr(self, e.name.p, v);
+    }
+}
+
+// ---- numeric vectors: probe, snapshot, assign -------------------------------------------------
+
+struct VecView { // the three words of a std::vector (libstdc++ and libc++ alike)
+    char *begin, *end, *cap;
+};
+
+/// The member's address inside the C++ object of `self`, or nullptr. The closure of a
+/// tether field is the member pointer's bits (fields.h, Field): for a data member, its
+/// offset in T. Used only after a probe confirmed that reading there gives the field.
+char *member_address(PyObject *self, const Entry &e) {
+    Object *o = py::object_of(self);
+    if (!o)
+        return nullptr;
+    ptrdiff_t offset;
+    static_assert(sizeof offset == sizeof e.closure);
+    std::memcpy(&offset, &e.closure, sizeof offset);
+    return reinterpret_cast<char *>(o) + offset;
+}
+
+VecInfo vec_info(const Entry &e) {
+    MaybeLock lock(g_vec_mutex);
+    auto it = g_vec_info.find({reinterpret_cast<void *>(e.get), e.closure});
+    return it == g_vec_info.end() ? VecInfo{} : it->second;
+}
+void set_vec_info(const Entry &e, VecInfo info) {
+    MaybeLock lock(g_vec_mutex);
+    g_vec_info[{reinterpret_cast<void *>(e.get), e.closure}] = info;
+}
+
+/// Do the member's bytes hold `list` (a list of numbers just read from, or written to, the
+/// field) as a std::vector? Returns the element size, or 0 if not.
+int matches_vector(PyObject *self, const Entry &e, PyObject *list) {
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    if (n < 2)
+        return 0;
+    // The nanobind instance must point at the object tether knows (no base adjustment).
+    if (nb::inst_ptr<void>(nb::handle(self)) != static_cast<void *>(py::object_of(self)))
+        return 0;
+    std::vector<double> fvals;
+    std::vector<long long> ivals;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject *x = PyList_GET_ITEM(list, i);
+        if (e.numeric == 1) {
+            if (!PyFloat_CheckExact(x))
+                return 0;
+            fvals.push_back(PyFloat_AS_DOUBLE(x));
+        } else {
+            if (!PyLong_CheckExact(x))
+                return 0;
+            int overflow = 0;
+            long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+            if (overflow || (v == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return 0;
+            }
+            ivals.push_back(v);
+        }
+    }
+    py::WrapperLock lock(self);
+    char *addr = member_address(self, e);
+    if (!addr)
+        return 0;
+    VecView v;
+    std::memcpy(&v, addr, sizeof v);
+    if (!v.begin || v.end < v.begin || v.cap < v.end)
+        return 0;
+    size_t bytes = size_t(v.end - v.begin);
+    if (bytes % size_t(n))
+        return 0;
+    size_t el = bytes / size_t(n);
+    if (e.numeric == 1) {
+        if (el != sizeof(double) && el != sizeof(float))
+            return 0;
+        if (reinterpret_cast<uintptr_t>(v.begin) % el)
+            return 0;
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            double d = el == sizeof(double) ? reinterpret_cast<double *>(v.begin)[i]
+                                            : (double) reinterpret_cast<float *>(v.begin)[i];
+            if (std::memcmp(&d, &fvals[size_t(i)], sizeof d) != 0)
+                return 0;
+        }
+    } else {
+        if (el != 1 && el != 2 && el != 4 && el != 8)
+            return 0;
+        if (reinterpret_cast<uintptr_t>(v.begin) % el)
+            return 0;
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            long long want = ivals[size_t(i)];
+            const char *p = v.begin + size_t(i) * el;
+            // the low `el` bytes of the value (little endian), whatever the signedness
+            unsigned long long bits = 0;
+            std::memcpy(&bits, p, el);
+            unsigned long long wbits = (unsigned long long) want;
+            if (el < 8)
+                wbits &= (1ull << (8 * el)) - 1;
+            if (bits != wbits)
+                return 0;
+        }
+    }
+    return int(el);
+}
+
+/// First read of a candidate field: `list` is what the getter gave; learn whether the member
+/// is a std::vector of numbers.
+void probe_read(PyObject *self, const Entry &e, PyObject *list) {
+    if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) < 2)
+        return; // nothing to learn from
+    int el = matches_vector(self, e, list);
+    set_vec_info(e, el ? VecInfo{VecInfo::vector, uint8_t(el)} : VecInfo{VecInfo::other, 0});
+}
+
+/// First write of a buffer into a candidate field of a fresh object: write a known list
+/// through the setter and look. Returns the VecInfo learned (state unknown on error).
+VecInfo probe_write(PyObject *self, const Entry &e) {
+    Ref_ probe(e.numeric == 1 ? Py_BuildValue("[ddd]", 1.5, -2.25, 3.0)
+                              : Py_BuildValue("[iii]", 1, 2, 3));
+    if (!probe)
+        return {};
+    if (e.set(self, probe.p, e.closure) != 0) {
+        PyErr_Clear();
+        return {};
+    }
+    int el = matches_vector(self, e, probe.p);
+    VecInfo info = el ? VecInfo{VecInfo::vector, uint8_t(el)} : VecInfo{VecInfo::other, 0};
+    set_vec_info(e, info);
+    return info;
+}
+
+/// The member as one bytes object (a snapshot: the object may change after), or nullptr
+/// with no exception when it is too short to be worth it.
+PyObject *vector_snapshot(PyObject *self, const Entry &e, int protocol, bool *error) {
+    PyObject *bytes = nullptr;
+    {
+        py::WrapperLock lock(self);
+        char *addr = member_address(self, e);
+        if (!addr) {
+            *error = true;
+            return nullptr;
+        }
+        VecView v;
+        std::memcpy(&v, addr, sizeof v);
+        size_t n = size_t(v.end - v.begin);
+        VecInfo info = vec_info(e);
+        if (Py_ssize_t(n / info.elsize) < min_vector_items)
+            return nullptr;
+        bytes = PyBytes_FromStringAndSize(v.begin, Py_ssize_t(n)); // no Python code runs
+    }
+    if (!bytes) {
+        *error = true;
+        return nullptr;
+    }
+    if (protocol < 5)
+        return bytes;
+    PyObject *pb = PyPickleBuffer_FromObject(bytes);
+    Py_DECREF(bytes);
+    if (!pb)
+        *error = true;
+    return pb;
+}
+
+template <typename U> int assign_as(PyObject *self, const Entry &e, const char *data, size_t n) {
+    std::vector<U> incoming;
+    size_t count = n / sizeof(U);
+    if (reinterpret_cast<uintptr_t>(data) % alignof(U) == 0) {
+        incoming.assign(reinterpret_cast<const U *>(data), reinterpret_cast<const U *>(data) + count);
+    } else {
+        incoming.resize(count);
+        std::memcpy(incoming.data(), data, n);
+    }
+    {
+        py::WrapperLock lock(self);
+        char *addr = member_address(self, e);
+        if (!addr) {
+            py::raise_unusable(self);
+            return -1;
+        }
+        std::swap(*reinterpret_cast<std::vector<U> *>(addr), incoming);
+    }
+    return 0; // the old vector is released here, outside the lock
+}
+
+/// Write a buffer (bytes, bytearray, memoryview, PickleBuffer...) into a vector field.
+/// Returns 1 if done, 0 if the field is not a known vector (the caller converts), -1 error.
+int assign_vector(PyObject *self, const Entry &e, PyObject *value) {
+    VecInfo info = vec_info(e);
+    if (info.state == VecInfo::unknown)
+        info = probe_write(self, e);
+    if (info.state != VecInfo::vector)
+        return 0;
+    Py_buffer view;
+    if (PyObject_GetBuffer(value, &view, PyBUF_C_CONTIGUOUS) != 0)
+        return -1;
+    int rc;
+    if (view.len % info.elsize) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s.%U: a buffer of %zd bytes is not a whole number of %d-byte items",
+                     Py_TYPE(self)->tp_name, e.name.p, view.len, int(info.elsize));
+        rc = -1;
+    } else {
+        const char *p = static_cast<const char *>(view.buf);
+        size_t n = size_t(view.len);
+        try {
+            switch (info.elsize) {
+            case 1: rc = assign_as<uint8_t>(self, e, p, n); break;
+            case 2: rc = assign_as<uint16_t>(self, e, p, n); break;
+            case 4:
+                rc = e.numeric == 1 ? assign_as<float>(self, e, p, n)
+                                    : assign_as<uint32_t>(self, e, p, n);
+                break;
+            default:
+                rc = e.numeric == 1 ? assign_as<double>(self, e, p, n)
+                                    : assign_as<uint64_t>(self, e, p, n);
+            }
+            rc = rc == 0 ? 1 : -1;
+        } catch (const std::bad_alloc &) {
+            PyErr_NoMemory();
+            rc = -1;
+        }
+    }
+    PyBuffer_Release(&view);
+    return rc;
+}
+
+/// A buffer given to a field that is not a known vector: as a list of its numbers.
+PyObject *buffer_as_list(PyObject *value, int numeric, int elsize) {
+    Ref_ mv(PyMemoryView_FromObject(value));
+    if (!mv)
+        return nullptr;
+    const char *fmt = numeric == 1 ? (elsize == 4 ? "f" : "d")
+                                   : (elsize == 1 ? "b" : elsize == 2 ? "h" : elsize == 4 ? "i" : "q");
+    Ref_ cast(PyObject_CallMethod(mv.p, "cast", "s", fmt));
+    if (!cast)
+        return nullptr;
+    return PyObject_CallMethod(cast.p, "tolist", nullptr);
+}
+
+/// Set one entry from a state value, taking the buffer path for vector fields.
+int set_entry_value(PyObject *self, const Entry &e, PyObject *v) {
+    if (e.numeric && !PyList_CheckExact(v) && PyObject_CheckBuffer(v)) {
+        int rc = assign_vector(self, e, v);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+        VecInfo info = vec_info(e);
+        Ref_ list(buffer_as_list(v, e.numeric, info.elsize ? info.elsize : 8));
+        if (!list)
+            return -1;
+        return write_entry(self, e, list.p);
+    }
+    return write_entry(self, e, v);
+}
+
+/// Read one entry for pickling: a vector field as a buffer when it is long enough.
+PyObject *read_entry_for_pickle(PyObject *self, const Entry &e, int protocol) {
+    if (e.numeric) {
+        VecInfo info = vec_info(e);
+        if (info.state == VecInfo::vector) {
+            bool error = false;
+            PyObject *snap = vector_snapshot(self, e, protocol, &error);
+            if (snap || error) {
+                if (error && !PyErr_Occurred())
+                    py::raise_unusable(self);
+                return snap;
+            }
+        } else if (info.state == VecInfo::unknown) {
+            PyObject *v = read_entry(self, e);
+            if (v)
+                probe_read(self, e, v);
+            return v;
+        }
+    }
+    return read_entry(self, e);
+}
+
+// ---- the names tuples -------------------------------------------------------------------------
+
+/// The (ctor_names, state_names) tuples for the entries in `ctor` and `state` (indices),
+/// cached per mask so that every object of the type refers to the same two tuples.
+template <typename V>
+bool names_for(Layout &L, const V &ctor, const V &state,
+               PyObject **ctor_names, PyObject **state_names) {
+    uint64_t mask = 0;
+    bool cacheable = L.entries.size() <= 32;
+    if (cacheable) {
+        for (int i : ctor)
+            mask |= uint64_t(1) << i;
+        for (int i : state)
+            mask |= uint64_t(1) << (i + 32);
+        MaybeLock lock(L.mutex);
+        for (Names &n : L.names)
+            if (n.mask == mask) {
+                *ctor_names = Py_NewRef(n.ctor.p);
+                *state_names = Py_NewRef(n.state.p);
+                return true;
+            }
+    }
+    Ref_ c(PyTuple_New(Py_ssize_t(ctor.size()))), s(PyTuple_New(Py_ssize_t(state.size())));
+    if (!c || !s)
+        return false;
+    for (size_t k = 0; k < ctor.size(); ++k)
+        PyTuple_SET_ITEM(c.p, Py_ssize_t(k), Py_NewRef(L.entries[size_t(ctor[k])].name.p));
+    for (size_t k = 0; k < state.size(); ++k)
+        PyTuple_SET_ITEM(s.p, Py_ssize_t(k), Py_NewRef(L.entries[size_t(state[k])].name.p));
+    if (cacheable) {
+        MaybeLock lock(L.mutex);
+        if (L.names.size() < 16)
+            L.names.push_back(Names{mask, Ref_(Py_NewRef(c.p)), Ref_(Py_NewRef(s.p))});
+    }
+    *ctor_names = c.release();
+    *state_names = s.release();
+    return true;
+}
+
+PyObject *raise_not_constructible(PyTypeObject *tp) {
+    if (!cached_attr(g_pickle_base, "tether._pickle", "_pickle_base"))
+        return nullptr;
+    PyObject *r = PyObject_CallOneArg(g_pickle_base, reinterpret_cast<PyObject *>(tp));
+    if (r) { // it found a base after all (the type changed meanwhile): say so plainly
+        Py_DECREF(r);
+        PyErr_Format(PyExc_TypeError, "cannot pickle %s object", tp->tp_name);
+    }
+    return nullptr;
+}
+
+// ---- reduce -----------------------------------------------------------------------------------
+
+/// The values of an object split as pickle and copy need them.
+struct Parts {
+    Small<int, 12> ctor, state; // entry indices
+    Small<Ref_, 12> ctor_values, state_values;
+    Ref_ dict;                    // a non-empty __dict__, or null
+};
+
+/// Reads every entry of `self` once. `protocol` < 0: for copy (no buffers).
+bool read_parts(PyObject *self, Layout &L, int protocol, Parts &P) {
+    if (!py::object_of(self)) {
+        py::raise_unusable(self);
+        return false;
+    }
+    for (size_t i = 0; i < L.entries.size(); ++i) {
+        const Entry &e = L.entries[i];
+        PyObject *v;
+        if (e.slot) {
+            v = read_entry(self, e);
+            if (!v) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                    return false;
+                PyErr_Clear(); // an unset slot stays unset
+                continue;
+            }
+        } else {
+            if (e.readonly && e.param < 0)
+                continue; // neither given to the constructor nor settable: not kept
+            v = protocol >= 0 ? read_entry_for_pickle(self, e, protocol) : read_entry(self, e);
+            if (!v)
+                return false;
+        }
+        Ref_ value(v);
+        bool to_ctor = e.param >= 0 &&
+                       (e.readonly || !e.param_default || !holds_objects(value.p));
+        if (to_ctor) {
+            P.ctor.push_back(int(i));
+            P.ctor_values.push_back(std::move(value));
+        } else {
+            P.state.push_back(int(i));
+            P.state_values.push_back(std::move(value));
+        }
+    }
+    if (L.dict) {
+        PyObject *d = PyObject_GenericGetDict(self, nullptr);
+        if (!d)
+            return false;
+        if (PyDict_GET_SIZE(d) > 0)
+            P.dict = Ref_(d);
+        else
+            Py_DECREF(d);
+    }
+    return true;
+}
+
+PyObject *reduce_impl(PyObject *self, int protocol) {
+    PyTypeObject *tp = Py_TYPE(self);
+    std::shared_ptr<Layout> L = layout_of(tp);
+    if (!L)
+        return nullptr;
+    if (L->user_reduce)
+        return PyObject_CallMethod(self, "__reduce__", nullptr);
+    if (!L->constructible)
+        return raise_not_constructible(tp);
+    PyObject *rebuild = g_rebuild;
+    Parts P;
+    if (!read_parts(self, *L, protocol, P))
+        return nullptr;
+    PyObject *ctor_names = nullptr, *state_names = nullptr;
+    if (!names_for(*L, P.ctor, P.state, &ctor_names, &state_names))
+        return nullptr;
+    Ref_ cn(ctor_names), sn(state_names);
+    Ref_ args(PyTuple_New(Py_ssize_t(2 + P.ctor_values.size())));
+    if (!args)
+        return nullptr;
+    PyTuple_SET_ITEM(args.p, 0, Py_NewRef(L->class_ref));
+    PyTuple_SET_ITEM(args.p, 1, cn.release());
+    for (size_t k = 0; k < P.ctor_values.size(); ++k)
+        PyTuple_SET_ITEM(args.p, Py_ssize_t(2 + k), P.ctor_values[k].release());
+    Ref_ state;
+    if (L->user_getstate || L->user_setstate) {
+        state = Ref_(PyObject_CallMethod(self, "__getstate__", nullptr));
+        if (!state)
+            return nullptr;
+        // What the constructor was given, and read-only fields, are not set again.
+        if (PyTuple_Check(state.p) && PyTuple_GET_SIZE(state.p) == 2 &&
+            PyDict_CheckExact(PyTuple_GET_ITEM(state.p, 1))) {
+            Ref_ values(PyDict_Copy(PyTuple_GET_ITEM(state.p, 1)));
+            if (!values)
+                return nullptr;
+            for (const Entry &e : L->entries) {
+                bool skip = e.readonly;
+                for (int i : P.ctor)
+                    skip = skip || &L->entries[size_t(i)] == &e;
+                if (skip && PyDict_DelItem(values.p, e.name.p) != 0)
+                    PyErr_Clear();
+            }
+            state = Ref_(PyTuple_Pack(2, PyTuple_GET_ITEM(state.p, 0), values.p));
+            if (!state)
+                return nullptr;
+        }
+    } else if (!P.state.empty() || P.dict) {
+        state = Ref_(PyTuple_New(Py_ssize_t(2 + P.state_values.size())));
+        if (!state)
+            return nullptr;
+        PyTuple_SET_ITEM(state.p, 0, P.dict ? P.dict.release() : Py_NewRef(Py_None));
+        PyTuple_SET_ITEM(state.p, 1, sn.release());
+        for (size_t k = 0; k < P.state_values.size(); ++k)
+            PyTuple_SET_ITEM(state.p, Py_ssize_t(2 + k), P.state_values[k].release());
+    } else {
+        state = Ref_(Py_NewRef(Py_None));
+    }
+    return PyTuple_Pack(3, rebuild, args.p, state.p);
+}
+
+PyObject *meth_reduce_ex(PyObject *self, PyObject *protocol) {
+    long proto = PyLong_AsLong(protocol);
+    if (proto == -1 && PyErr_Occurred())
+        return nullptr;
+    return reduce_impl(self, int(proto));
+}
+
+// ---- rebuild ----------------------------------------------------------------------------------
+
+bool check_names(PyObject *names, Py_ssize_t n, const char *what) {
+    if (!PyTuple_CheckExact(names) || PyTuple_GET_SIZE(names) != n) {
+        PyErr_Format(PyExc_TypeError, "tether._core._rebuild: %s must be a tuple of %zd names",
+                     what, n);
+        return false;
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject *s = PyTuple_GET_ITEM(names, i);
+        if (!PyUnicode_CheckExact(s)) {
+            PyErr_Format(PyExc_TypeError, "tether._core._rebuild: a field name must be a str, "
+                                          "got %s", Py_TYPE(s)->tp_name);
+            return false;
+        }
+        for (Py_ssize_t j = 0; j < i; ++j)
+            if (PyUnicode_Compare(s, PyTuple_GET_ITEM(names, j)) == 0) {
+                PyErr_Format(PyExc_TypeError, "tether._core._rebuild: field %R given twice", s);
+                return false;
+            }
+    }
+    return true;
+}
+
+/// A new object of `tp` made by its bound C++ __init__ with names=values.
+PyObject *construct(PyTypeObject *tp, Layout &L, PyObject *names, PyObject *const *values,
+                    Py_ssize_t n) {
+    if (!L.constructible)
+        return raise_not_constructible(tp);
+    if (!L.init) {
+        PyErr_Format(PyExc_TypeError, "cannot rebuild %s: no bound __init__", tp->tp_name);
+        return nullptr;
+    }
+    if (!tp->tp_new) {
+        PyErr_Format(PyExc_TypeError, "cannot rebuild %s: it cannot be instantiated",
+                     tp->tp_name);
+        return nullptr;
+    }
+    Ref_ obj(tp->tp_new(tp, g_empty_tuple, nullptr));
+    if (!obj)
+        return nullptr;
+    if (!PyObject_TypeCheck(obj.p, tp)) {
+        PyErr_Format(PyExc_TypeError, "cannot rebuild %s: __new__ returned a %s", tp->tp_name,
+                     Py_TYPE(obj.p)->tp_name);
+        return nullptr;
+    }
+    Small<PyObject *, 16> stack;
+    for (Py_ssize_t i = 0; i <= n; ++i)
+        stack.push_back(nullptr);
+    stack[0] = obj.p;
+    for (Py_ssize_t i = 0; i < n; ++i)
+        stack[size_t(i) + 1] = values[i];
+    // Keyword arguments cost nanobind a name lookup each: when the names are the first n
+    // parameters in order, they are passed by position.
+    bool positional = n == 0;
+    if (n) {
+        MaybeLock lock(L.mutex);
+        if (L.seen_ctor_names.p == names) {
+            positional = L.seen_ctor_positional;
+        } else {
+            positional = true;
+            for (Py_ssize_t k = 0; k < n && positional; ++k) {
+                PyObject *s = PyTuple_GET_ITEM(names, k);
+                bool ok = false;
+                for (const Entry &e : L.entries)
+                    if (e.param == int(k) && !e.slot &&
+                        (e.name.p == s || PyUnicode_Compare(e.name.p, s) == 0)) {
+                        ok = true;
+                        break;
+                    }
+                positional = ok;
+            }
+            if (PyErr_Occurred())
+                PyErr_Clear();
+            L.seen_ctor_names = Ref_(Py_NewRef(names));
+            L.seen_ctor_positional = positional;
+        }
+    }
+    Ref_ init(Py_NewRef(L.init));
+    Ref_ r(positional ? PyObject_Vectorcall(init.p, stack.data(), size_t(n) + 1, nullptr)
+                      : PyObject_Vectorcall(init.p, stack.data(), 1, names));
+    if (!r)
+        return nullptr;
+    return obj.release();
+}
+
+PyObject *fn_rebuild(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "tether._core._rebuild: expected (cls, names, *values)");
+        return nullptr;
+    }
+    PyObject *cls = args[0];
+    if (!PyType_Check(cls) || !object_type() ||
+        !PyType_IsSubtype(reinterpret_cast<PyTypeObject *>(cls), object_type())) {
+        PyErr_Format(PyExc_TypeError, "tether._core._rebuild: %R is not a tether type", cls);
+        return nullptr;
+    }
+    if (!check_names(args[1], nargs - 2, "constructor arguments"))
+        return nullptr;
+    PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(cls);
+    std::shared_ptr<Layout> L = layout_of(tp);
+    if (!L)
+        return nullptr;
+    return construct(tp, *L, args[1], args + 2, nargs - 2);
+}
+
+// ---- setstate ---------------------------------------------------------------------------------
+
+int update_dict(PyObject *self, PyObject *d) {
+    if (d == Py_None)
+        return 0;
+    if (!PyDict_Check(d)) {
+        PyErr_Format(PyExc_TypeError, "%s.__setstate__: __dict__ state must be a dict, got %s",
+                     Py_TYPE(self)->tp_name, Py_TYPE(d)->tp_name);
+        return -1;
+    }
+    if (PyDict_GET_SIZE(d) == 0)
+        return 0;
+    Ref_ own(PyObject_GenericGetDict(self, nullptr));
+    if (!own)
+        return -1;
+    return PyDict_Update(own.p, d);
+}
+
+/// Entry index for each name of `names` (-1 for a name that is no entry), into `out`.
+template <typename V> void resolve(Layout &L, PyObject *names, V &out) {
+    {
+        MaybeLock lock(L.mutex);
+        if (L.seen_state_names.p == names) {
+            for (int i : L.seen_index)
+                out.push_back(i);
+            return;
+        }
+    }
+    std::vector<int> idx;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(names); ++k) {
+        PyObject *s = PyTuple_GET_ITEM(names, k);
+        int found = -1;
+        for (size_t i = 0; i < L.entries.size() && found < 0; ++i)
+            if (L.entries[i].name.p == s ||
+                (PyUnicode_Check(s) && PyUnicode_Compare(L.entries[i].name.p, s) == 0))
+                found = int(i);
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        idx.push_back(found);
+    }
+    for (int i : idx)
+        out.push_back(i);
+    MaybeLock lock(L.mutex);
+    L.seen_state_names = Ref_(Py_NewRef(names));
+    L.seen_index = std::move(idx);
+}
+
+int setstate_impl(PyObject *self, PyObject *state) {
+    PyTypeObject *tp = Py_TYPE(self);
+    if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) >= 2 &&
+        PyTuple_Check(PyTuple_GET_ITEM(state, 1))) {
+        // (dict or None, names, *values): what __reduce_ex__ gives
+        PyObject *names = PyTuple_GET_ITEM(state, 1);
+        Py_ssize_t n = PyTuple_GET_SIZE(names);
+        if (PyTuple_GET_SIZE(state) != n + 2) {
+            PyErr_Format(PyExc_TypeError, "%s.__setstate__: %zd names for %zd values",
+                         tp->tp_name, n, PyTuple_GET_SIZE(state) - 2);
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < n; ++k)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(names, k))) {
+                PyErr_Format(PyExc_TypeError, "%s.__setstate__: a field name must be a str",
+                             tp->tp_name);
+                return -1;
+            }
+        std::shared_ptr<Layout> L = layout_of(tp);
+        if (!L)
+            return -1;
+        Small<int, 16> idx;
+        resolve(*L, names, idx);
+        for (Py_ssize_t k = 0; k < n; ++k) {
+            PyObject *v = PyTuple_GET_ITEM(state, k + 2);
+            int rc = idx[size_t(k)] >= 0
+                         ? set_entry_value(self, L->entries[size_t(idx[size_t(k)])], v)
+                         : PyObject_GenericSetAttr(self, PyTuple_GET_ITEM(names, k), v);
+            if (rc != 0)
+                return -1;
+        }
+        return update_dict(self, PyTuple_GET_ITEM(state, 0));
+    }
+    PyObject *d, *values;
+    if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {
+        d = PyTuple_GET_ITEM(state, 0);
+        values = PyTuple_GET_ITEM(state, 1);
+    } else if (state == Py_None || PyDict_Check(state)) {
+        d = state;
+        values = Py_None;
+    } else {
+        PyErr_Format(PyExc_TypeError, "%s.__setstate__: expected (dict or None, dict), got %s",
+                     tp->tp_name, Py_TYPE(state)->tp_name);
+        return -1;
+    }
+    if (values != Py_None) {
+        if (!PyDict_Check(values)) {
+            PyErr_Format(PyExc_TypeError, "%s.__setstate__: field values must be a dict, got %s",
+                         tp->tp_name, Py_TYPE(values)->tp_name);
+            return -1;
+        }
+        std::shared_ptr<Layout> L = layout_of(tp);
+        if (!L)
+            return -1;
+        Ref_ items(PyDict_Items(values)); // a copy: setting may run Python code
+        if (!items)
+            return -1;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items.p); ++k) {
+            PyObject *kv = PyList_GET_ITEM(items.p, k);
+            PyObject *name = PyTuple_GET_ITEM(kv, 0), *v = PyTuple_GET_ITEM(kv, 1);
+            if (!PyUnicode_Check(name)) {
+                PyErr_Format(PyExc_TypeError, "%s.__setstate__: a field name must be a str",
+                             tp->tp_name);
+                return -1;
+            }
+            const Entry *found = nullptr;
+            for (const Entry &e : L->entries)
+                if (PyUnicode_Compare(e.name.p, name) == 0) {
+                    found = &e;
+                    break;
+                }
+            int rc = found ? set_entry_value(self, *found, v)
+                           : PyObject_GenericSetAttr(self, name, v);
+            if (rc != 0)
+                return -1;
+        }
+    }
+    if (d != Py_None && !PyDict_Check(d)) {
+        PyErr_Format(PyExc_TypeError, "%s.__setstate__: __dict__ state must be a dict, got %s",
+                     tp->tp_name, Py_TYPE(d)->tp_name);
+        return -1;
+    }
+    return update_dict(self, d);
+}
+
+PyObject *meth_setstate(PyObject *self, PyObject *state) {
+    if (setstate_impl(self, state) != 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+// ---- copy and deepcopy ------------------------------------------------------------------------
+
+PyObject *generic_copy(PyObject *self, PyObject *memo) {
+    // copy._reconstruct(self, memo, *self.__reduce_ex__(4)), as copy.copy/deepcopy would
+    if (!cached_attr(g_reconstruct, "copy", "_reconstruct"))
+        return nullptr;
+    Ref_ rv(PyObject_CallMethod(self, "__reduce_ex__", "i", 4));
+    if (!rv)
+        return nullptr;
+    if (!PyTuple_Check(rv.p)) {
+        PyErr_SetString(PyExc_TypeError, "__reduce_ex__ must return a tuple");
+        return nullptr;
+    }
+    Ref_ args(PyTuple_New(2 + PyTuple_GET_SIZE(rv.p)));
+    if (!args)
+        return nullptr;
+    PyTuple_SET_ITEM(args.p, 0, Py_NewRef(self));
+    PyTuple_SET_ITEM(args.p, 1, Py_NewRef(memo));
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rv.p); ++i)
+        PyTuple_SET_ITEM(args.p, 2 + i, Py_NewRef(PyTuple_GET_ITEM(rv.p, i)));
+    return PyObject_Call(g_reconstruct, args.p, nullptr);
+}
+
+PyObject *meth_copy(PyObject *self, PyObject *) {
+    PyTypeObject *tp = Py_TYPE(self);
+    std::shared_ptr<Layout> L = layout_of(tp);
+    if (!L)
+        return nullptr;
+    if (!L->fast_copy())
+        return L->constructible || L->user_reduce ? generic_copy(self, Py_None)
+                                                  : raise_not_constructible(tp);
+    Parts P;
+    if (!read_parts(self, *L, -1, P))
+        return nullptr;
+    PyObject *cn = nullptr, *sn = nullptr;
+    if (!names_for(*L, P.ctor, P.state, &cn, &sn))
+        return nullptr;
+    Ref_ ctor_names(cn), state_names(sn);
+    Small<PyObject *, 12> vals;
+    for (Ref_ &v : P.ctor_values)
+        vals.push_back(v.p);
+    Ref_ obj(construct(tp, *L, ctor_names.p, vals.data(), Py_ssize_t(vals.size())));
+    if (!obj)
+        return nullptr;
+    for (size_t k = 0; k < P.state.size(); ++k)
+        if (write_entry(obj.p, L->entries[size_t(P.state[k])], P.state_values[k].p) != 0)
+            return nullptr;
+    if (P.dict && update_dict(obj.p, P.dict.p) != 0)
+        return nullptr;
+    return obj.release();
+}
+
+struct DeepCopier {
+    PyObject *memo; // a dict
+
+    int keep_alive(PyObject *x) {
+        Ref_ key(PyLong_FromVoidPtr(memo));
+        if (!key)
+            return -1;
+        PyObject *lst = PyDict_GetItemWithError(memo, key.p);
+        if (!lst) {
+            if (PyErr_Occurred())
+                return -1;
+            Ref_ l(PyList_New(0));
+            if (!l || PyDict_SetItem(memo, key.p, l.p) != 0)
+                return -1;
+            lst = l.p;
+            return PyList_Append(lst, x);
+        }
+        return PyList_Append(lst, x);
+    }
+
+    PyObject *generic(PyObject *v) {
+        if (!cached_attr(g_deepcopy, "copy", "deepcopy"))
+            return nullptr;
+        return PyObject_CallFunctionObjArgs(g_deepcopy, v, memo, nullptr);
+    }
+
+    /// A deep copy of a value a field getter just made: its containers are new, so they are
+    /// copied here without the memo (nothing else can refer to them).
+    PyObject *value(PyObject *v, bool fresh) {
+        PyTypeObject *t = Py_TYPE(v);
+        if (v == Py_None || t == &PyLong_Type || t == &PyFloat_Type || t == &PyUnicode_Type ||
+            t == &PyBool_Type || t == &PyBytes_Type)
+            return Py_NewRef(v);
+        if (is_tether_instance(v))
+            return object(v);
+        if (fresh && t == &PyList_Type) {
+            Py_ssize_t n = PyList_GET_SIZE(v);
+            Ref_ r(PyList_New(n));
+            if (!r)
+                return nullptr;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                PyObject *c = value(PyList_GET_ITEM(v, i), true);
+                if (!c)
+                    return nullptr;
+                PyList_SET_ITEM(r.p, i, c);
+            }
+            return r.release();
+        }
+        if (fresh && t == &PyTuple_Type) {
+            Py_ssize_t n = PyTuple_GET_SIZE(v);
+            Ref_ r(PyTuple_New(n));
+            if (!r)
+                return nullptr;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                PyObject *c = value(PyTuple_GET_ITEM(v, i), true);
+                if (!c)
+                    return nullptr;
+                PyTuple_SET_ITEM(r.p, i, c);
+            }
+            return r.release();
+        }
+        if (fresh && t == &PyDict_Type) {
+            Ref_ r(PyDict_New());
+            if (!r)
+                return nullptr;
+            Py_ssize_t pos = 0;
+            PyObject *k, *x;
+            while (PyDict_Next(v, &pos, &k, &x)) {
+                Ref_ kc(value(k, true));
+                if (!kc)
+                    return nullptr;
+                Ref_ xc(value(x, true));
+                if (!xc || PyDict_SetItem(r.p, kc.p, xc.p) != 0)
+                    return nullptr;
+            }
+            return r.release();
+        }
+        return generic(v);
+    }
+
+    PyObject *object(PyObject *self) {
+        Ref_ key(PyLong_FromVoidPtr(self));
+        if (!key)
+            return nullptr;
+        if (PyObject *hit = PyDict_GetItemWithError(memo, key.p))
+            return Py_NewRef(hit);
+        if (PyErr_Occurred())
+            return nullptr;
+        PyTypeObject *tp = Py_TYPE(self);
+        std::shared_ptr<Layout> L = layout_of(tp);
+        if (!L)
+            return nullptr;
+        if (!L->fast_copy())
+            return generic(self); // its own __deepcopy__, __reduce__ or state methods
+        if (Py_EnterRecursiveCall(" while deep-copying a tether object"))
+            return nullptr;
+        PyObject *r = object_body(self, tp, *L, key.p);
+        Py_LeaveRecursiveCall();
+        return r;
+    }
+
+    PyObject *object_body(PyObject *self, PyTypeObject *tp, Layout &L, PyObject *key) {
+        Parts P;
+        if (!read_parts(self, L, -1, P))
+            return nullptr;
+        Small<Ref_, 12> ctor_copies;
+        Small<PyObject *, 12> vals;
+        for (Ref_ &v : P.ctor_values) {
+            PyObject *c = value(v.p, true);
+            if (!c)
+                return nullptr;
+            ctor_copies.push_back(Ref_(c));
+            vals.push_back(c);
+        }
+        PyObject *cn = nullptr, *sn = nullptr;
+        if (!names_for(L, P.ctor, P.state, &cn, &sn))
+            return nullptr;
+        Ref_ ctor_names(cn), state_names(sn);
+        // a cycle back to self may have been copied meanwhile (through a constructor value)
+        if (PyObject *hit = PyDict_GetItemWithError(memo, key))
+            return Py_NewRef(hit);
+        Ref_ obj(construct(tp, L, ctor_names.p, vals.data(), Py_ssize_t(vals.size())));
+        if (!obj)
+            return nullptr;
+        if (PyDict_SetItem(memo, key, obj.p) != 0 || keep_alive(self) != 0)
+            return nullptr;
+        for (size_t k = 0; k < P.state.size(); ++k) {
+            const Entry &e = L.entries[size_t(P.state[k])];
+            Ref_ c(e.slot ? generic(P.state_values[k].p) : value(P.state_values[k].p, true));
+            if (!c || write_entry(obj.p, e, c.p) != 0)
+                return nullptr;
+        }
+        if (P.dict) {
+            Ref_ dc(generic(P.dict.p));
+            if (!dc || update_dict(obj.p, dc.p) != 0)
+                return nullptr;
+        }
+        return obj.release();
+    }
+};
+
+PyObject *meth_deepcopy(PyObject *self, PyObject *memo) {
+    Ref_ own;
+    if (memo == Py_None) {
+        own = Ref_(PyDict_New());
+        if (!own)
+            return nullptr;
+        memo = own.p;
+    }
+    if (!PyDict_Check(memo)) {
+        PyErr_Format(PyExc_TypeError, "__deepcopy__: memo must be a dict, got %s",
+                     Py_TYPE(memo)->tp_name);
+        return nullptr;
+    }
+    std::shared_ptr<Layout> L = layout_of(Py_TYPE(self));
+    if (!L)
+        return nullptr;
+    if (!L->fast_copy()) {
+        if (!L->constructible && !L->user_reduce)
+            return raise_not_constructible(Py_TYPE(self));
+        return generic_copy(self, memo);
+    }
+    DeepCopier dc{memo};
+    return dc.object(self);
+}
+
+// ---- introspection for tests ------------------------------------------------------------------
+
+PyObject *fn_vector_fields(PyObject *, PyObject *) {
+    MaybeLock lock(g_vec_mutex);
+    Py_ssize_t vec = 0, other = 0;
+    for (auto &kv : g_vec_info) {
+        if (kv.second.state == VecInfo::vector)
+            ++vec;
+        else if (kv.second.state == VecInfo::other)
+            ++other;
+    }
+    return Py_BuildValue("{s:n,s:n}", "vector", vec, "other", other);
+}
+
+PyObject *fn_clear_layouts(PyObject *, PyObject *) {
+    LayoutMap old;
+    {
+        MaybeLock lock(g_layouts_mutex);
+        old.swap(g_layouts);
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef g_reduce_ex_def = {"__reduce_ex__", reinterpret_cast<PyCFunction>(meth_reduce_ex),
+                               METH_O, "Reduce for pickle and copy: (tether._core._rebuild, "
+                                       "(cls, ctor_names, *ctor_values), state)."};
+PyMethodDef g_setstate_def = {"__setstate__", reinterpret_cast<PyCFunction>(meth_setstate),
+                              METH_O, "Restore fields, slots and __dict__ from a state."};
+PyMethodDef g_copy_def = {"__copy__", reinterpret_cast<PyCFunction>(meth_copy), METH_NOARGS,
+                          "A new C++ object whose fields hold the same values."};
+PyMethodDef g_deepcopy_def = {"__deepcopy__", reinterpret_cast<PyCFunction>(meth_deepcopy),
+                              METH_O, "A deep copy of the graph, sharing kept (memo)."};
+PyMethodDef g_module_defs[] = {
+    {"_rebuild", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn_rebuild)),
+     METH_FASTCALL,
+     "_rebuild(cls, names, *values): a new cls made by its bound C++ __init__ with "
+     "names=values (pickle's constructor for tether objects)."},
+    {"_reduce_vector_fields", fn_vector_fields, METH_NOARGS,
+     "How many fields the reducer found to be std::vector of numbers, and not."},
+    {"_reduce_clear_layouts", fn_clear_layouts, METH_NOARGS,
+     "Drop the reducer's per-type layouts (tests)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+} // namespace
+
+/// Registers _rebuild on tether._core and the C++ methods on tether.Object. Called at the end
+/// of NB_MODULE(_core): tether.Object exists.
+void bind_reduce(nb::module_ &m) {
+    g_empty_tuple = PyTuple_New(0);
+    g_str_dict = PyUnicode_InternFromString("__dict__");
+    if (!g_empty_tuple || !g_str_dict)
+        throw nb::python_error();
+    if (PyModule_AddFunctions(m.ptr(), g_module_defs) != 0)
+        throw nb::python_error();
+    g_rebuild = PyObject_GetAttrString(m.ptr(), "_rebuild"); // kept for the process
+    if (!g_rebuild)
+        throw nb::python_error();
+    PyTypeObject *obj = object_type();
+    PyMethodDef *defs[] = {&g_reduce_ex_def, &g_setstate_def, &g_copy_def, &g_deepcopy_def};
+    for (PyMethodDef *d : defs) {
+        PyObject *descr = PyDescr_NewMethod(obj, d);
+        if (!descr)
+            throw nb::python_error();
+        // stored as _core attributes; tether._pickle.install() puts them on tether.Object
+        std::string name = std::string("_object") + d->ml_name;
+        int rc = PyModule_AddObject(m.ptr(), name.c_str(), descr);
+        if (rc != 0) {
+            Py_DECREF(descr);
+            throw nb::python_error();
+        }
+    }
+}
+
+} // namespace tether

@@ -1,0 +1,282 @@
+# SPDX-License-Identifier: Apache-2.0
+"""tether.bench.pickling: pickle and deepcopy of a 1e5-node graph and of a 1e6-double field.
+
+Two rows, each against a pure-Python peer measured in the same run:
+
+- **graph**: a ``tether.testing.Document`` of 1000 sections x 100 paragraphs (101 001 objects),
+  with sharing (``Document.index`` and ``cover`` name sections already in ``sections``, each
+  section's ``anchors`` names some of its paragraphs, every 10th paragraph's ``see_also``
+  names the section before its own) and weak parent links (``Paragraph.section``,
+  ``Section.document``); against the same graph built from ``__slots__`` dataclasses (the
+  parent links strong, there being no weak field in a dataclass). ``pickle.dumps`` and
+  ``loads`` at protocol 5, the pickle's size, and ``copy.deepcopy``.
+- **vector**: one ``Section`` whose ``weights`` (a ``std::vector<double>``) holds 1e6 doubles,
+  against a NumPy array of the same doubles: protocol 5 with a ``buffer_callback``
+  (out-of-band buffers), ``dumps`` and ``loads``; ``transport`` adds what a process boundary
+  costs either way (each buffer copied once, as a socket or a pipe would).
+
+Times are the minimum over rounds, with the garbage collector disabled while timing (as
+``timeit`` does). ``python -m tether.bench.pickling [--quick]`` prints the table alone;
+``python -m tether.bench`` prints it after the identity benchmark.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import pickle
+import sys
+import time
+
+SECTIONS, PARAGRAPHS = 1000, 100
+VECTOR = 1_000_000
+
+
+# ---- the graph, both ways ------------------------------------------------------------------
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Paragraph:
+    text: str = ""
+    section: object = None
+    see_also: object = None
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Section:
+    title: str = ""
+    paragraphs: list = dataclasses.field(default_factory=list)
+    slots: list = dataclasses.field(default_factory=list)
+    anchors: dict = dataclasses.field(default_factory=dict)
+    weights: list = dataclasses.field(default_factory=list)
+    document: object = None
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Document:
+    title: str = ""
+    sections: list = dataclasses.field(default_factory=list)
+    cover: object = None
+    index: dict = dataclasses.field(default_factory=dict)
+
+
+def build_tether(sections: int = SECTIONS, paragraphs: int = PARAGRAPHS):
+    """The Document graph as tether.testing objects."""
+    from tether import testing as t
+
+    doc = t.Document("doc")
+    secs = []
+    for i in range(sections):
+        s = t.Section(f"section {i}")
+        ps = [t.Paragraph(f"paragraph {i}.{j}") for j in range(paragraphs)]
+        s.paragraphs = ps
+        s.anchors = {"first": ps[0], "last": ps[-1]}
+        s.weights = [float(i), 0.5]
+        s.document = doc
+        for p in ps:
+            p.section = s
+        secs.append(s)
+    for i, s in enumerate(secs[1:], 1):
+        for j, p in enumerate(s.paragraphs):
+            if j % 10 == 0:
+                p.see_also = secs[i - 1]
+    doc.sections = secs
+    doc.cover = secs[0]
+    doc.index = {s.title: s for s in secs}
+    return doc
+
+
+def build_slots(sections: int = SECTIONS, paragraphs: int = PARAGRAPHS):
+    """The same graph as __slots__ dataclasses."""
+    doc = Document("doc")
+    secs = []
+    for i in range(sections):
+        s = Section(f"section {i}")
+        ps = [Paragraph(f"paragraph {i}.{j}") for j in range(paragraphs)]
+        s.paragraphs = ps
+        s.anchors = {"first": ps[0], "last": ps[-1]}
+        s.weights = [float(i), 0.5]
+        s.document = doc
+        for p in ps:
+            p.section = s
+        secs.append(s)
+    for i, s in enumerate(secs[1:], 1):
+        for j, p in enumerate(s.paragraphs):
+            if j % 10 == 0:
+                p.see_also = secs[i - 1]
+    doc.sections = secs
+    doc.cover = secs[0]
+    doc.index = {s.title: s for s in secs}
+    return doc
+
+
+def check_graph(doc, sections: int = SECTIONS, paragraphs: int = PARAGRAPHS) -> None:
+    """The rebuilt graph has its size, its sharing and its parent links."""
+    assert len(doc.sections) == sections
+    s0 = doc.sections[0]
+    assert doc.cover is s0 and doc.index[s0.title] is s0
+    assert len(s0.paragraphs) == paragraphs and s0.anchors["first"] is s0.paragraphs[0]
+    assert s0.paragraphs[5].section is s0 and s0.document is doc
+    assert doc.sections[1].paragraphs[0].see_also is s0
+
+
+# ---- timing ----------------------------------------------------------------------------------
+
+def _best(fn, rounds: int) -> float:
+    """Minimum seconds of ``fn()`` over ``rounds`` (gc disabled while timing)."""
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            r = fn()
+            dt = time.perf_counter() - t0
+        finally:
+            gc.enable()
+        del r
+        best = min(best, dt)
+    return best
+
+
+def _graph_row(build, rounds: int, deep_rounds: int, sections: int, paragraphs: int) -> dict:
+    doc = build(sections, paragraphs)
+    data = pickle.dumps(doc, 5)
+    check_graph(pickle.loads(data), sections, paragraphs)
+    check_graph(copy.deepcopy(doc), sections, paragraphs)
+    return {
+        "dumps_s": _best(lambda: pickle.dumps(doc, 5), rounds),
+        "loads_s": _best(lambda: pickle.loads(data), rounds),
+        "bytes": len(data),
+        "deepcopy_s": _best(lambda: copy.deepcopy(doc), deep_rounds),
+    }
+
+
+def _vector_row(make, rounds: int) -> dict:
+    obj = make()
+
+    def dumps():
+        bufs = []
+        data = pickle.dumps(obj, 5, buffer_callback=bufs.append)
+        return data, bufs
+
+    data, bufs = dumps()
+    wire = [bytes(b.raw()) for b in bufs]  # what arrives on the other side of a pipe
+
+    def dumps_transport():
+        data, bufs = dumps()
+        return data, [bytes(b.raw()) for b in bufs]
+
+    return {
+        "buffers": len(bufs),
+        "inband_bytes": len(data),
+        "dumps_s": _best(dumps, rounds),
+        "loads_s": _best(lambda: pickle.loads(data, buffers=bufs), rounds),
+        "dumps_transport_s": _best(dumps_transport, rounds),
+        "loads_transport_s": _best(lambda: pickle.loads(data, buffers=wire), rounds),
+    }
+
+
+def measure(quick: bool = False, log=lambda s: None) -> dict:
+    """Both rows, tether and its peer in the same run. ``quick``: a small graph, few rounds."""
+    sections, paragraphs = (50, 20) if quick else (SECTIONS, PARAGRAPHS)
+    rounds, deep_rounds, vrounds = (2, 1, 3) if quick else (7, 3, 30)
+    n = 10_000 if quick else VECTOR
+    out: dict = {"graph": {}, "vector": {}, "nodes": 1 + sections * (1 + paragraphs),
+                 "vector_items": n}
+    for name, build in (("slots", build_slots), ("tether", build_tether)):
+        log(f"pickling: graph of {out['nodes']} nodes, {name} ...")
+        out["graph"][name] = _graph_row(build, rounds, deep_rounds, sections, paragraphs)
+        gc.collect()
+
+    def make_tether():
+        from tether import testing as t
+        s = t.Section("weights")
+        s.weights = [i * 0.5 for i in range(n)]
+        return s
+
+    makers = [("tether", make_tether)]
+    try:
+        import numpy
+
+        makers.insert(0, ("numpy", lambda: numpy.arange(n, dtype=numpy.float64) * 0.5))
+    except ImportError:
+        out["vector"]["numpy"] = None
+    for name, make in makers:
+        log(f"pickling: {n} doubles, {name} ...")
+        out["vector"][name] = _vector_row(make, vrounds)
+    return out
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def render(res: dict) -> list:
+    """Markdown lines for the report (empty if the phase did not run)."""
+    p = res.get("pickling") if "pickling" in res else res
+    if not p or "graph" not in p:
+        return []
+    g, v = p["graph"], p["vector"]
+    t, s = g["tether"], g["slots"]
+    lines = ["", f"## Pickle and deepcopy ({p['nodes']} nodes; protocol 5; min over rounds, "
+                 "gc off while timing)", "",
+             "| graph | tether | `__slots__` dataclasses | tether / dataclasses |",
+             "|---|---:|---:|---:|"]
+    for key, label, unit, scale in (("dumps_s", "pickle.dumps", "ms", 1e3),
+                                    ("loads_s", "pickle.loads", "ms", 1e3),
+                                    ("bytes", "size", "MB", 1e-6),
+                                    ("deepcopy_s", "copy.deepcopy", "ms", 1e3)):
+        lines.append(f"| {label} ({unit}) | {t[key] * scale:.2f} | {s[key] * scale:.2f} | "
+                     f"{_ratio(t[key], s[key])} |")
+    tv, nv = v.get("tether"), v.get("numpy")
+    lines += ["", f"| {p['vector_items']} doubles, out of band | tether `std::vector<double>` "
+                  "| NumPy | tether / NumPy |", "|---|---:|---:|---:|"]
+    for key, label in (("buffers", "out-of-band buffers"),
+                       ("inband_bytes", "pickle bytes besides the buffers"),
+                       ("dumps_s", "dumps (ms)"), ("loads_s", "loads (ms)"),
+                       ("dumps_transport_s", "dumps + one copy of each buffer (ms)"),
+                       ("loads_transport_s", "loads from copied buffers (ms)")):
+        a = tv[key] if tv else None
+        b = nv[key] if nv else None
+        fmt = (lambda x: f"{x * 1e3:.3f}") if key.endswith("_s") else (lambda x: f"{x}")
+        lines.append(f"| {label} | {fmt(a) if a is not None else '-'} | "
+                     f"{fmt(b) if b is not None else '-'} | "
+                     f"{_ratio(a, b) if key.endswith('_s') else ''} |")
+    if nv is None:
+        lines.append("")
+        lines.append("NumPy is not installed: no peer for the vector row.")
+    return lines
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m tether.bench.pickling", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a small graph: proves it runs")
+    ap.add_argument("--json", metavar="PATH", help="also write the numbers here")
+    args = ap.parse_args(argv)
+    try:
+        with open("/proc/loadavg") as f:
+            load_before = f.read().split()[:3]
+    except OSError:
+        load_before = "?"
+    res = measure(args.quick, lambda s: print(s, file=sys.stderr, flush=True))
+    try:
+        with open("/proc/loadavg") as f:
+            load_after = f.read().split()[:3]
+    except OSError:
+        load_after = "?"
+    import platform
+    print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
+          f"load before {' '.join(load_before)}, after {' '.join(load_after)}")
+    print("\n".join(render(res)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
