@@ -623,8 +623,14 @@ PyObject *read_entry_for_pickle(PyObject *self, const Entry &e, int protocol) {
             }
         } else if (info.state == VecInfo::unknown) {
             PyObject *v = read_entry(self, e);
-            if (v)
-                probe_read(self, e, v);
+            if (!v)
+                return nullptr;
+            probe_read(self, e, v);
+            if (vec_info(e).state == VecInfo::vector && PyList_CheckExact(v) &&
+                PyList_GET_SIZE(v) >= min_vector_items) {
+                Py_DECREF(v); // learned just now: this value goes as a buffer already
+                return read_entry_for_pickle(self, e, protocol);
+            }
             return v;
         }
     }
@@ -710,12 +716,16 @@ bool read_parts(PyObject *self, Layout &L, int protocol, Parts &P) {
         } else {
             if (e.readonly && e.param < 0)
                 continue; // neither given to the constructor nor settable: not kept
-            v = protocol >= 0 ? read_entry_for_pickle(self, e, protocol) : read_entry(self, e);
+            // A vector field read as a buffer goes with the state: the constructor's caster
+            // takes a list. One the constructor needs (no default) is read as a list.
+            bool buffer_ok = protocol >= 0 && (e.param < 0 || (e.param_default && !e.readonly));
+            v = buffer_ok ? read_entry_for_pickle(self, e, protocol) : read_entry(self, e);
             if (!v)
                 return false;
         }
         Ref_ value(v);
-        bool to_ctor = e.param >= 0 &&
+        bool is_buffer = e.numeric && !PyList_CheckExact(value.p);
+        bool to_ctor = e.param >= 0 && !is_buffer &&
                        (e.readonly || !e.param_default || !holds_objects(value.p));
         if (to_ctor) {
             P.ctor.push_back(int(i));

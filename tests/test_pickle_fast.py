@@ -1,0 +1,415 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The C++ reducer (bindings/src/reduce.cpp): its format, numeric vectors as buffers, user
+overrides, layouts that follow their class, classes sent by value, and bad input."""
+import copy
+import pickle
+import sys
+import threading
+
+import pytest
+
+import tether
+from tether import _pickle
+from tether import testing as t
+
+from conftest import collect
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+PROTOCOLS = range(0, pickle.HIGHEST_PROTOCOL + 1)
+
+
+def weights(n, start=0.0):
+    return [start + i * 0.25 for i in range(n)]
+
+
+class TestFormat:
+    """(_rebuild, (cls, ctor_names, *ctor_values), (dict, state_names, *state_values))."""
+
+    def test_shape(self):
+        o = t.Outer(t.Inner(1), t.Inner(2))
+        fn, args, state = o.__reduce_ex__(4)
+        assert fn is tether._core._rebuild
+        assert args[0] is t.Outer and args[1] == ()
+        assert state[0] is None and state[1] == ("x", "y", "items")
+        assert state[2] is o.x and state[3] is o.y and state[4] == []
+
+    def test_constructor_arguments(self):
+        p = t.Paragraph("hello")
+        fn, args, state = p.__reduce_ex__(4)
+        assert args == (t.Paragraph, ("text",), "hello")
+
+    def test_names_are_one_tuple_per_type(self):
+        a, b = t.Paragraph("a"), t.Paragraph("b")
+        ra, rb = a.__reduce_ex__(5), b.__reduce_ex__(5)
+        assert ra[1][1] is rb[1][1] and ra[2][1] is rb[2][1]
+
+    def test_names_written_once_per_message(self):
+        ps = [t.Paragraph("p%d" % i) for i in range(200)]
+        data = pickle.dumps(ps, 5)
+        assert data.count(b"see_also") == 1
+
+    def test_no_state_when_empty(self):
+        assert t.Inner(3).__reduce_ex__(2)[2] is None
+
+    @pytest.mark.parametrize("proto", range(2, pickle.HIGHEST_PROTOCOL + 1))
+    def test_every_protocol(self, proto):  # a bound value struct (Transform) needs 2+
+        n = t.Node("n", [1.0, 2.0], t.Color.blue)
+        n.counts = {"a": 1}
+        n.extra = t.Inner(4)
+        n.transform.x = 2.5
+        m = pickle.loads(pickle.dumps(n, proto))
+        assert (m.name, m.weights, m.color, m.counts, m.extra.value, m.transform.x) == \
+            ("n", [1.0, 2.0], t.Color.blue, {"a": 1}, 4, 2.5)
+
+    def test_old_reduce_still_loads(self):
+        """__reduce__ keeps the older (rebuild, (cls, kwargs), state) form, and it loads."""
+        n = t.Node("n", [1.0])
+        fn, (cls, kwargs), state = n.__reduce__()
+        assert fn is _pickle.rebuild and kwargs["name"] == "n"
+        m = fn(cls, kwargs)
+        m.__setstate__(state)
+        assert m.name == "n" and m.weights == [1.0]
+
+
+class TestDocumentModel:
+    """The document model: sharing, weak parents, cycles through optional links."""
+
+    def build(self):
+        d = t.Document("doc")
+        for i in range(3):
+            s = t.Section("s%d" % i)
+            for j in range(4):
+                s.add(t.Paragraph("p%d.%d" % (i, j)))
+            s.anchors = {"first": s.paragraphs[0]}
+            s.weights = weights(100, i)
+            d.add(s)
+        d.cover = d.sections[0]
+        d.sections[2].paragraphs[0].see_also = d.sections[2]  # a cycle through C++ and back
+        return d
+
+    @pytest.mark.parametrize("how", ["pickle2", "pickle5", "oob", "deepcopy"])
+    def test_round_trip(self, how):
+        d = self.build()
+        if how == "deepcopy":
+            e = copy.deepcopy(d)
+        elif how == "oob":
+            bufs = []
+            data = pickle.dumps(d, 5, buffer_callback=bufs.append)
+            assert len(bufs) == 3
+            e = pickle.loads(data, buffers=bufs)
+        else:
+            e = pickle.loads(pickle.dumps(d, int(how[-1])))
+        assert e.cover is e.sections[0] and e.index["s1"] is e.sections[1]
+        for i, s in enumerate(e.sections):
+            assert s.document is e
+            assert s.weights == weights(100, i)
+            assert all(p.section is s for p in s.paragraphs)
+            assert s.anchors["first"] is s.paragraphs[0]
+        assert e.sections[2].paragraphs[0].see_also is e.sections[2]
+        assert e.sections[0] is not d.sections[0]
+        for doc in (d, e):  # break the cycles through C++ so the clean fixture sees no leak
+            doc.sections[2].paragraphs[0].see_also = None
+
+
+class TestVectors:
+    """A std::vector<double> of 64 items or more goes as one buffer."""
+
+    def test_out_of_band(self):
+        s = t.Section("w")
+        s.weights = weights(1000)
+        bufs = []
+        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        assert len(bufs) == 1 and bufs[0].raw().nbytes == 8000
+        assert len(data) < 200
+        assert pickle.loads(data, buffers=bufs).weights == s.weights
+        # the buffer is a snapshot: changing the field afterwards does not change it
+        s.weights = [0.0]
+        assert pickle.loads(data, buffers=bufs).weights == weights(1000)
+
+    def test_out_of_band_from_other_buffers(self):
+        s = t.Section("w")
+        s.weights = weights(100)
+        bufs = []
+        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        raw = bytes(bufs[0].raw())
+        for given in (raw, bytearray(raw), memoryview(raw)):
+            assert pickle.loads(data, buffers=[given]).weights == weights(100)
+
+    @pytest.mark.parametrize("proto", PROTOCOLS)
+    def test_in_band(self, proto):
+        s = t.Section("w")
+        s.weights = weights(500)
+        data = pickle.dumps(s, proto)
+        assert pickle.loads(data).weights == s.weights
+        if proto >= 3:
+            assert len(data) < 4500  # 8 bytes per double, not a list of floats
+
+    def test_short_vectors_stay_lists(self):
+        s = t.Section("w")
+        s.weights = weights(10)
+        bufs = []
+        pickle.dumps(s, 5, buffer_callback=bufs.append)
+        assert bufs == []
+        assert s.__reduce_ex__(5)[2][2 + 3] == weights(10)
+
+    def test_constructor_parameter(self):
+        """Node.weights is a constructor parameter with a default: the buffer goes with the
+        state, the constructor gets the default (its caster takes a list, not bytes)."""
+        n = t.Node("n", weights(300), t.Color.green)
+        bufs = []
+        data = pickle.dumps(n, 5, buffer_callback=bufs.append)
+        assert len(bufs) == 1
+        m = pickle.loads(data, buffers=bufs)
+        assert m.weights == weights(300) and m.name == "n" and m.color == t.Color.green
+
+    def test_found_as_vector(self):
+        s = t.Section("w")
+        s.weights = weights(100)
+        pickle.dumps(s, 5)
+        assert tether._core._reduce_vector_fields()["vector"] >= 1
+
+    def test_copies(self):
+        s = t.Section("w")
+        s.weights = weights(200)
+        assert copy.copy(s).weights == s.weights
+        assert copy.deepcopy(s).weights == s.weights
+
+    def test_wrong_size_buffer(self):
+        s = t.Section("w")
+        s.weights = weights(100)
+        names = s.__reduce_ex__(5)[2][1]
+        state = (None, names) + tuple([] for _ in names[:-1]) + (None,)
+        state = list(state)
+        state[2 + names.index("weights")] = b"\0" * 12
+        state[2 + names.index("anchors")] = {}
+        fresh = t.Section()
+        with pytest.raises(ValueError, match="whole number"):
+            fresh.__setstate__(tuple(state))
+
+    def test_buffer_to_a_field_that_is_no_vector(self):
+        fresh = t.Paragraph()
+        with pytest.raises(TypeError):
+            fresh.__setstate__((None, ("text",), b"abc"))
+
+
+class Plain(t.Outer):
+    pass
+
+
+class Slotted(t.Outer):
+    __slots__ = ("tag",)
+
+
+class OwnState(t.Outer):
+    def __getstate__(self):
+        d, values = super().__getstate__()
+        values["x"] = t.Inner(99)  # replaced on the way
+        return d, values
+
+
+class OwnSetState(t.Inner):
+    seen = []
+
+    def __setstate__(self, state):
+        OwnSetState.seen.append(type(state))
+        super().__setstate__(state)
+
+
+class OwnReduce(t.Inner):
+    def __reduce__(self):
+        return (OwnReduce._make, (self.value + 1,))
+
+    @staticmethod
+    def _make(v):
+        return OwnReduce(v)
+
+
+class Late(t.Inner):
+    pass
+
+
+class TestSubclasses:
+    """Python state comes along; a subclass's own methods are used."""
+
+    def test_dict_and_slots(self):
+        p = Plain(t.Inner(1))
+        p.note = [1, 2]
+        s = Slotted(t.Inner(2))
+        s.tag = "t"
+        for how in (lambda o: pickle.loads(pickle.dumps(o)), copy.copy, copy.deepcopy):
+            p2, s2 = how(p), how(s)
+            assert type(p2) is Plain and p2.note == [1, 2] and p2.x.value == 1
+            assert type(s2) is Slotted and s2.tag == "t" and s2.x.value == 2
+
+    def test_getstate_override(self):
+        o = OwnState(t.Inner(1))
+        for how in (lambda o: pickle.loads(pickle.dumps(o)), copy.copy, copy.deepcopy):
+            assert how(o).x.value == 99
+
+    def test_setstate_override_gets_the_dict_layout(self):
+        OwnSetState.seen.clear()
+        o = OwnSetState(5)
+        o.note = "n"
+        o2 = pickle.loads(pickle.dumps(o))
+        assert o2.note == "n" and o2.value == 5 and OwnSetState.seen == [tuple]
+
+    def test_reduce_override(self):
+        o = OwnReduce(1)
+        assert pickle.loads(pickle.dumps(o)).value == 2
+        assert copy.copy(o).value == 2 and copy.deepcopy(o).value == 2
+
+    def test_layout_follows_the_class(self):
+        """A method added to (and removed from) the class after its first pickle counts."""
+        o = Late(1)
+        assert pickle.loads(pickle.dumps(o)).value == 1
+        Late.__reduce__ = lambda self: (Late, (self.value + 10,))
+        try:
+            assert pickle.loads(pickle.dumps(o)).value == 11
+        finally:
+            del Late.__reduce__
+        assert pickle.loads(pickle.dumps(o)).value == 1
+
+    def test_local_class_in_this_process(self):
+        class Local(t.Inner):
+            def twice(self):
+                return 2 * self.value
+
+        o = Local(4)
+        o2 = pickle.loads(pickle.dumps(o))
+        assert type(o2) is Local and o2.twice() == 8
+
+    def test_class_made_from_its_body(self):
+        """A receiver without the class makes it once from bases and body."""
+        class Remote(t.Inner):
+            def twice(self):
+                return 2 * self.value
+
+        spec = _pickle._class_ref(Remote)
+        fn, args = spec.__reduce__()
+        body = _pickle._class_body(Remote)  # what cloudpickle sends (pickle cannot: local)
+        args = ("elsewhere", "Remote", "Remote", args[3], body, "uid-not-seen-here")
+        made = fn(*args)
+        assert made is not Remote and made.__bases__ == (t.Inner,)
+        assert made(3).twice() == 6 and made.__qualname__ == "Remote"
+        assert fn(*args) is made  # once per uid
+
+
+class TestBadInput:
+    """Malformed reductions and states raise exceptions; nothing crashes."""
+
+    def test_rebuild(self):
+        rb = tether._core._rebuild
+        with pytest.raises(TypeError):
+            rb()
+        with pytest.raises(TypeError):
+            rb(int, ())
+        with pytest.raises(TypeError):
+            rb(t.Paragraph, "text", "x")
+        with pytest.raises(TypeError):
+            rb(t.Paragraph, (1,), "x")
+        with pytest.raises(TypeError):
+            rb(t.Paragraph, ("text", "text"), "x", "y")
+        with pytest.raises(TypeError):
+            rb(t.Paragraph, ("nope",), "x")
+        with pytest.raises(TypeError):
+            rb(t.Paragraph, ("text",), 5)
+        with pytest.raises(TypeError, match="Object"):
+            rb(tether.Object, ())
+        assert rb(t.Paragraph, ("text",), "ok").text == "ok"
+
+    def test_setstate(self):
+        p = t.Paragraph()
+        with pytest.raises(TypeError):
+            p.__setstate__((None, ("text",)))
+        with pytest.raises(TypeError):
+            p.__setstate__((None, (1,), "x"))
+        with pytest.raises(TypeError):
+            p.__setstate__((None, ("text",), 5))
+        with pytest.raises(TypeError):
+            p.__setstate__(([], ("text",), "x"))
+        with pytest.raises(AttributeError):
+            p.__setstate__((None, ("no_such_field",), "x"))
+
+    def test_class_by_value(self):
+        with pytest.raises(TypeError):
+            _pickle._class_by_value("m", "Q", "Q", (int,), {}, "u")
+        with pytest.raises(TypeError):
+            _pickle._class_by_value("m", "Q", "Q", (), {}, "u")
+        with pytest.raises(pickle.UnpicklingError):
+            _pickle._class_by_value("m", "Q", "Q", (t.Inner,), None, "u2")
+
+    def test_deep_chain_is_a_recursion_error(self):
+        head = t.Box()
+        node = head
+        for _ in range(20000):
+            nxt = t.Box()
+            node.value = nxt
+            node = nxt
+        with pytest.raises(RecursionError):
+            copy.deepcopy(head)
+        # unlink iteratively: dropping a 20000-deep chain recursively could itself overflow
+        node = head
+        while node is not None:
+            nxt = node.value
+            node.value = None
+            node = nxt
+
+    def test_moved(self):
+        i = t.Inner(1)
+        t.consume(tether.move(i))
+        for how in (pickle.dumps, copy.copy, copy.deepcopy):
+            with pytest.raises(ValueError, match="moved"):
+                how(i)
+
+
+class TestThreads:
+    def test_concurrent_pickling(self):
+        d = t.Document("d")
+        for i in range(20):
+            s = t.Section("s%d" % i)
+            s.weights = weights(100)
+            for j in range(10):
+                s.add(t.Paragraph("p"))
+            d.add(s)
+        errors = []
+
+        def work():
+            try:
+                for _ in range(20):
+                    e = pickle.loads(pickle.dumps(d, 5))
+                    assert len(e.sections) == 20 and e.sections[3].weights == weights(100)
+                    copy.deepcopy(d)
+            except Exception as ex:  # pragma: no cover - reported below
+                errors.append(ex)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors
+
+
+class TestDaskToken:
+    def test_deterministic_and_content_based(self):
+        def make(v):
+            d = t.Document("d")
+            s = t.Section("s")
+            s.add(t.Paragraph("p"))
+            s.weights = weights(100, v)
+            d.add(s)
+            return d
+
+        a, b, c = make(0), make(0), make(1)
+        assert a.__dask_tokenize__() == a.__dask_tokenize__() == b.__dask_tokenize__()
+        assert a.__dask_tokenize__() != c.__dask_tokenize__()
+        a.title = "changed"
+        assert a.__dask_tokenize__() != b.__dask_tokenize__()
+
+    def test_cycle(self):
+        b1, b2 = t.Box(), t.Box()
+        b1.value, b2.value = b2, b1
+        assert isinstance(b1.__dask_tokenize__(), tuple)
+        b1.value = None
+        collect()
