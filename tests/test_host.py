@@ -66,3 +66,9 @@ class TestAfterFinalize:
         line = next(l for l in host_run.stdout.splitlines() if l.startswith("after finalize:"))
         orphaned = int(line.split()[2])
         assert orphaned == 9, line
+
+    def test_second_interpreter_refused(self, host_run):
+        """Python finalized and started again: importing tether is an ImportError that says
+        why (its objects name the first interpreter's wrappers and types)."""
+        assert "second interpreter: tether: Python was finalized and started again" in \
+            host_run.stdout, host_run.stdout

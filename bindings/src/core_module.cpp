@@ -77,6 +77,11 @@ NB_MODULE(_core, m) {
           "Counters: live (C++ objects), bound (objects with a wrapper), shared (of those, the "
           "ones C++ also holds, whose wrapper the header keeps alive), orphaned (wrappers left "
           "behind by a finalized interpreter).");
+    m.def("settle", [] { tether::py::apply_deferred(); },
+          "Apply every release C++ threads handed over instead of waiting for the GIL: "
+          "afterwards every wrapper C++ let go of has been released (its __del__ and weakref "
+          "callbacks have run). tether does this by itself within about one GIL switch "
+          "interval; call it where code needs it done now.");
 
     m.def("header_size", [] { return tether::header_size<LayoutProbe>(); },
           "Bytes tether adds in front of an object of ordinary alignment.");

@@ -9,6 +9,7 @@
 //   T4 share      share()           C++ took a count besides the wrapper's
 //   T5 unshare    unshare()         C++ let go of all but the wrapper's count
 //      settle()   the E1/E2 hook and the casters' after-call check: picks T4, T5 or T8
+//      (a C++ thread that cannot run Python hands E1/E2 to a queue: deferred_edges.h)
 //   T6 die        tether_dealloc()  the wrapper's refcount reached zero
 //   T7 move       move_out()        tether.move(w) handed w's count to C++
 //   T8 orphan     orphan()          an edge after the interpreter finalized
@@ -16,6 +17,8 @@
 //
 // Nothing else writes the header word or the count's WRAPPED/SHARED bits.
 #include "lifecycle.h"
+
+#include "deferred_edges.h"
 
 #include <tether/compat.h>
 
@@ -409,7 +412,15 @@ static void orphan(Object *obj, ObjectHeader *h) noexcept {
     count(Counter::orphaned, 1);
 }
 
+/// Finalization has begun but the interpreter still runs (Python code of its teardown may
+/// use any wrapper): no thread may attach, and no wrapper may be orphaned yet.
+static bool finalizing_not_gone() noexcept {
+    return compat::is_finalizing() && !deferred::interpreter_gone();
+}
+
 /// Enter Python from whatever thread this is: false if the interpreter is gone (then T8).
+/// Only the queue's fallback (it could not take the edge: out of memory) comes here from a
+/// thread that cannot run Python.
 struct PythonEntry {
     bool entered = false;
     PyGILState_STATE gil{};
@@ -429,11 +440,27 @@ struct PythonEntry {
 };
 
 /// The E1 hook (runtime.h) and the slow half of settle_after_call(): T4, T5 or T8. The
-/// caller owns a reference (or holds the wrapper), so obj stays alive throughout.
+/// caller owns a reference (or holds the wrapper), so obj stays alive throughout. A thread
+/// that cannot run Python hands the edge to the queue (deferred_edges.h), which applies it
+/// here on a thread that can.
 void settle(Object *obj) noexcept {
     ObjectHeader *h = obj->header();
     if (!h)
         return;
+    if (!compat::thread_can_run_python()) {
+        switch (deferred::defer_share(obj)) {
+            case deferred::Outcome::applied:
+            case deferred::Outcome::queued:
+                return;
+            case deferred::Outcome::gone:
+                orphan(obj, h);
+                return;
+            case deferred::Outcome::no_queue:
+                if (finalizing_not_gone())
+                    return; // left as a quiet count: the wrapper's death copes with it (T6)
+                break;      // take the GIL, as before the queue existed
+        }
+    }
     PythonEntry python;
     if (!python.enter()) {
         orphan(obj, h);
@@ -451,9 +478,26 @@ void settle(Object *obj) noexcept {
 
 /// The E2 hook (runtime.h): drop the caller's reference, the last one besides the wrapper's,
 /// then T5. The reference is dropped only once Python may run and under the header's lock:
-/// until then it keeps the object alive, whatever other threads do.
+/// until then it keeps the object alive, whatever other threads do. A thread that cannot run
+/// Python never waits: the queue takes the reference over (deferred_edges.h) and applies it
+/// on a thread that can, or orphans it (T8) once the interpreter is gone.
 void release_shared(Object *obj) noexcept {
     ObjectHeader *h = obj->header();
+    if (h && !compat::thread_can_run_python()) {
+        switch (deferred::defer_release(obj)) {
+            case deferred::Outcome::applied:
+            case deferred::Outcome::queued:
+                return;
+            case deferred::Outcome::gone:
+                orphan(obj, h); // releases the wrapper's reference; ours keeps obj alive...
+                obj->dec_ref(); // ...until here (no bits left: a plain release, maybe T9)
+                return;
+            case deferred::Outcome::no_queue:
+                if (finalizing_not_gone())
+                    return; // out of memory while finalizing: the reference is leaked
+                break;      // take the GIL, as before the queue existed
+        }
+    }
     PythonEntry python;
     if (!h || !python.enter()) {
         if (h)

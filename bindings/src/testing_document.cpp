@@ -11,10 +11,12 @@
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace nb = nanobind;
@@ -125,6 +127,24 @@ void bind_document_types(nb::module_ &m) {
               return d.sections[0]->paragraphs[0];
           },
           "doc"_a, "The first paragraph of the first section, through C++ (or None).");
+    m.def("start_render_storm",
+          [](Ref<Paragraph> p, int threads, int64_t millis) {
+              // Detached std::threads calling p->render() (a Python override, if p's class
+              // has one) in a loop for `millis` ms: the script may end meanwhile.
+              for (int i = 0; i < threads; ++i)
+                  std::thread([p, millis] {
+                      auto end = std::chrono::steady_clock::now() +
+                                 std::chrono::milliseconds(millis);
+                      while (std::chrono::steady_clock::now() < end) {
+                          try {
+                              (void) p->render();
+                          } catch (...) {
+                          }
+                      }
+                  }).detach();
+          },
+          "paragraph"_a, "threads"_a, "millis"_a,
+          "Detached std::threads calling paragraph.render() through C++ for millis ms.");
     m.def("paragraph_count", [](const std::vector<Ref<Paragraph>> &ps) { return ps.size(); },
           "paragraphs"_a, "len(paragraphs), through a std::vector<Ref<Paragraph>> argument.");
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // bindings/src/type_slots.cpp: the CPython type slots of tether types (tp_new and the wrapper's
 // allocation, the type call, tp_dealloc installation), the move token, and process-wide setup
+#include "deferred_edges.h"
 #include "lifecycle.h"
 
 #include <tether/compat.h>
@@ -350,13 +351,28 @@ int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
     return 0;
 }
 
+void apply_deferred() noexcept { deferred::drain(); }
+bool begin_python_call() noexcept { return deferred::begin_python_call(); }
+void end_python_call() noexcept { deferred::end_python_call(); }
+
 PyObject *stats_dict() noexcept {
+    deferred::drain_if_pending(); // counts as if every C++ thread's release had been applied
     Stats c = detail::read_stats();
     return Py_BuildValue("{sLsLsLsL}", "live", (long long) c.live, "bound", (long long) c.bound,
                          "shared", (long long) c.shared, "orphaned", (long long) c.orphaned);
 }
 
 int initialize() noexcept {
+    if (deferred::interpreter_gone()) {
+        // Objects C++ kept name wrappers and types of the interpreter that was finalized:
+        // handing them to a new one would give it dead memory.
+        PyErr_SetString(PyExc_ImportError,
+                        "tether: Python was finalized and started again in this process; "
+                        "tether's objects and types belong to the first interpreter, so tether "
+                        "cannot be imported again (keep one interpreter for the life of the "
+                        "process)");
+        return -1;
+    }
     if (g_initialized.load(std::memory_order_acquire))
         return 0;
     if (claim_runtime() != 0) // issue 11: one runtime per process (runtime_guard.cpp)
@@ -371,6 +387,8 @@ int initialize() noexcept {
     g_str_init = PyUnicode_InternFromString("__init__");
     g_move_token_type = reinterpret_cast<PyTypeObject *>(PyType_FromSpec(&move_token_spec));
     if (!g_str_init || !g_move_token_type)
+        return -1;
+    if (deferred::install() != 0) // atexit, Py_AtExit and fork hooks of the edge queue
         return -1;
     PythonHooks hooks;
     hooks.settle = &settle;

@@ -9,10 +9,13 @@
 // 2. checks in C++ that each object comes back as the same wrapper (same id) with its
 //    attributes, and again on a second call into Python;
 // 3. releases 200 objects whose wrappers only C++ keeps alive (the header's reference, while
-//    C++ shares them) from 4 C++ threads while Python runs on the main thread: each thread
-//    takes the GIL to let its wrapper go, and every __del__ runs once;
+//    C++ shares them) from 4 C++ threads while Python runs on the main thread: no thread
+//    waits for the GIL (tether queues the releases and applies them), and every __del__ runs
+//    once;
 // 4. calls Py_FinalizeEx() while C++ still shares objects with their wrappers, then releases
-//    them: the wrappers are orphaned (tether.stats()["orphaned"], T8), never touched.
+//    them: the wrappers are orphaned (tether.stats()["orphaned"], T8), never touched;
+// 5. starts Python again: importing tether there fails with an ImportError that says why
+//    (the objects C++ kept name the first interpreter's wrappers and types).
 // Prints "N passed, M failed" and exits non-zero on any failure.
 #include "host_types.h"
 
@@ -85,8 +88,8 @@ static void round_trip(nb::module_ &script, const Ref<Graph> &graph) {
     CHECK(nb::cast<bool>(script.attr("same_again")(graph, result)));
 }
 
-/// Step 3: Python-made objects, held only by C++, released on C++ threads (each takes the
-/// GIL in tether's release hook) while the main thread keeps running Python code.
+/// Step 3: Python-made objects, held only by C++, released on C++ threads (none waits for the
+/// GIL: tether queues the releases and applies them) while the main thread runs Python code.
 static void release_from_threads(nb::module_ &script, nb::module_ &types) {
     constexpr int n_threads = 4, per_thread = 50;
     std::vector<std::vector<Ref<Object>>> held(n_threads);
@@ -119,6 +122,9 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
     }
     std::printf("threads: released %d objects while Python ran %d rounds\n",
                 n_threads * per_thread, rounds);
+    // The threads never waited for the GIL: each handed its release to tether's queue, which
+    // its drainer applies within about one GIL switch interval. Apply what is left now.
+    tether::py::apply_deferred();
     CHECK(nb::cast<int>(script.attr("deleted")) == deleted0 + n_threads * per_thread);
     CHECK(shared() == shared0 - n_threads * per_thread);
     CHECK(bound() == bound0 - n_threads * per_thread);
@@ -172,6 +178,46 @@ static void release_after_finalize(Ref<Graph> &graph) {
                 static_cast<long long>(after.live));
 }
 
+/// Step 5: a second interpreter in the same process cannot import tether: ImportError.
+static void restart_python() {
+    Py_InitializeEx(0);
+    if (HOST_PYTHONPATH[0])
+        prepend_sys_path(HOST_PYTHONPATH);
+    PyObject *mod = PyImport_ImportModule("host_types"); // imports tether._core first
+    CHECK(mod == nullptr);
+    bool refused = false;
+    if (!mod && PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        // The module's own ImportError says "Encountered an error while initializing the
+        // extension"; tether's reason is its cause (the ImportError of `import tether._core`).
+        PyObject *e = value;
+        while (e && !refused) {
+            PyObject *text = PyObject_Str(e);
+            const char *msg = text ? PyUnicode_AsUTF8(text) : nullptr;
+            if (msg && std::string(msg).find("Python was finalized and started again") !=
+                           std::string::npos) {
+                refused = true;
+                std::printf("second interpreter: %s\n", msg);
+            }
+            Py_XDECREF(text);
+            PyObject *cause = PyException_GetCause(e); // new reference or null
+            if (e != value)
+                Py_DECREF(e);
+            e = cause;
+        }
+        if (e && e != value)
+            Py_DECREF(e);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    Py_XDECREF(mod);
+    CHECK(refused);
+    CHECK(Py_FinalizeEx() == 0);
+}
+
 int main(int argc, char **argv) {
     std::string script_dir = argc > 1 ? argv[1] : HOST_SCRIPT_DIR;
     if (PyImport_AppendInittab("host_types", PyInit_host_types) != 0)
@@ -183,6 +229,7 @@ int main(int argc, char **argv) {
 
     CHECK(Py_FinalizeEx() == 0);
     release_after_finalize(graph);
+    restart_python();
 
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;

@@ -209,7 +209,19 @@ inline PyTypeObject *type_for(uint32_t type_index) noexcept {
 TETHER_API int initialize() noexcept;
 
 
-/// Counters as a dict: live, bound, shared, orphaned.
+/// Counters as a dict: live, bound, shared, orphaned (after apply_deferred()).
 TETHER_API PyObject * stats_dict() noexcept;
+
+/// Applies every edge C++ threads queued instead of waiting for the GIL (tether.settle()):
+/// afterwards, every wrapper C++ let go of on another thread has been released (its
+/// __del__ and weakref callbacks have run). Needs the GIL.
+TETHER_API void apply_deferred() noexcept;
+
+/// For code on a C++ thread without the GIL that must run Python code (trampolines): true
+/// while Python runs normally, and then the thread may take the GIL (PyGILState_Ensure) and
+/// calls end_python_call() after releasing it; false once finalization began (run C++
+/// instead: a thread waiting for the GIL then would be ended or hang inside CPython).
+TETHER_API bool begin_python_call() noexcept;
+TETHER_API void end_python_call() noexcept;
 
 } // namespace tether::py

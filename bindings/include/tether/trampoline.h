@@ -19,7 +19,9 @@
 // plain Shape when it is not abstract. Unlike nanobind's NB_TRAMPOLINE, the trampoline stores
 // no `self`: the object's header already names its one wrapper, which stays valid while C++
 // holds the object (the wrapper is kept, with its __dict__, after Python dropped it). So:
-//  - each call takes the GIL (PyGILState_Ensure), so C++ threads without it may call;
+//  - each call takes the GIL (PyGILState_Ensure), so C++ threads without it may call; once
+//    the interpreter finalizes, such a thread runs the C++ method instead (a pure virtual
+//    throws std::runtime_error);
 //  - `self` in the override is the wrapper Python had (`self is` holds, __dict__ intact);
 //  - a method the Python class does not override runs the C++ base method, with the GIL
 //    released again first; a pure virtual raises NotImplementedError naming the class;
@@ -46,13 +48,17 @@ namespace tether::detail {
 class Override {
 public:
     Override(const Object *obj, PyTypeObject *base, const char *name, bool pure) {
-        // No interpreter to enter: the C++ method only.
-        if (!tether::py::compat::interpreter_accepts_threads() || base == nullptr) {
+        // A thread that cannot run Python asks tether first (python.h, begin_python_call):
+        // once finalization began, a thread waiting for the GIL would be ended (3.11) or hang
+        // (3.13+) inside CPython, so the C++ method runs instead, as without an interpreter.
+        bool attached = tether::py::compat::thread_can_run_python();
+        if (base == nullptr || (!attached && !tether::py::begin_python_call())) {
             if (pure)
                 throw std::runtime_error(std::string("tether: pure virtual ") + name +
                                          "() called without a Python interpreter");
             return;
         }
+        m_counted = !attached;
         m_gil = PyGILState_Ensure();
         m_have_gil = true;
         m_self = tether::py::wrap(const_cast<Object *>(obj), base);
@@ -175,6 +181,10 @@ private:
         Py_CLEAR(m_self);
         m_have_gil = false;
         PyGILState_Release(m_gil);
+        if (m_counted) {
+            m_counted = false;
+            tether::py::end_python_call();
+        }
     }
 
     struct Frame {
@@ -188,6 +198,7 @@ private:
 
     PyGILState_STATE m_gil{};
     bool m_have_gil = false;
+    bool m_counted = false; ///< begin_python_call() said yes: end_python_call() after release
     PyObject *m_self = nullptr;
     PyObject *m_func = nullptr; ///< the class attribute that overrides (what the frame names)
     PyObject *m_call = nullptr; ///< what to call without self (m_func bound), or null: m_func(self, ...)

@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: Apache-2.0
+"""C++ threads never wait for the GIL to drop a reference, and finalization is a state.
+
+A std::thread that drops the last reference besides a wrapper's (edge E2) hands it to tether's
+queue (bindings/src/deferred_edges.h) instead of taking the GIL: a thread that holds the GIL
+may join it. The queue is applied by tether's drainer thread within about one GIL hand-off, by
+tether.stats() and tether.settle(), and before finalization. While the interpreter finalizes,
+C++ threads at an edge neither orphan a live wrapper nor get ended inside tether.
+
+Each scenario that could hang or crash runs in a child interpreter with a timeout.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import weakref
+
+import pytest
+
+import tether
+from tether import testing as t
+
+from conftest import collect
+
+TIMEOUT = 60
+
+
+def run_child(code, timeout=TIMEOUT):
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    return proc
+
+
+def expect_clean_exit(proc):
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "terminate called" not in out and "Fatal Python error" not in out, out
+    return proc.stdout
+
+
+class Tagged(t.Inner):
+    pass
+
+
+# ---- a thread that holds the GIL may join one that releases ----------------------------------
+
+class TestJoinWhileHoldingTheGil:
+    def test_join_a_thread_that_drops_the_last_shared_reference(self):
+        out = expect_clean_exit(run_child("""
+            import time, weakref, tether, tether.testing as t
+            class Tagged(t.Inner): pass
+            s = Tagged(1); s.note = "x"; box = t.Box(s); gone = weakref.ref(s); del s
+            start = time.monotonic()
+            t.join_release_holding_gil(box)      # E2 on the thread; the GIL never released
+            print("returned in %.3f s" % (time.monotonic() - start))
+            deadline = time.monotonic() + 5
+            while gone() is not None and time.monotonic() < deadline:
+                time.sleep(0.001)                # the drainer takes the GIL meanwhile
+            print("released", gone() is None)
+            print("stats", tether.stats())
+        """))
+        assert "released True" in out, out
+        assert "'shared': 0" in out and "'bound': 1" in out, out  # only the Box is left
+
+    def test_join_a_thread_whose_destructor_cascades_into_the_drop(self):
+        out = expect_clean_exit(run_child("""
+            import time, weakref, tether, tether.testing as t
+            class Tagged(t.Inner): pass
+            s = Tagged(2); box = t.Box(s); gone = weakref.ref(s); del s
+            t.join_cascade_holding_gil(box)      # ~Keeper on the thread drops s: E2 inside
+            deadline = time.monotonic() + 5
+            while gone() is not None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            print("released", gone() is None)
+        """))
+        assert "released True" in out, out
+
+
+class TestQueueInProcess:
+    """In this process: the queue's effects, and tether.settle() as the barrier."""
+
+    def test_settle_applies_what_threads_queued(self, clean):
+        s = Tagged(3)
+        box = t.Box(s)
+        gone = weakref.ref(s)
+        del s
+        t.join_release_holding_gil(box)
+        tether.settle()
+        assert gone() is None
+        assert tether.stats()["shared"] == 0
+
+    def test_wrapper_keeps_identity_until_applied(self, clean):
+        s = Tagged(4)
+        s.note = "kept"
+        box = t.Box(s)
+        ident = id(s)
+        del s
+        collect()
+        assert id(box.value) == ident and box.value.note == "kept"
+        t.join_release_holding_gil(box)
+        tether.settle()
+
+    def test_released_by_the_drainer_while_python_runs(self, clean):
+        """The drainer applies a release within a few switch intervals while the main thread
+        runs bytecode (the bound asserted is generous: this is not a benchmark)."""
+        s = Tagged(5)
+        box = t.Box(s)
+        fired = []
+        ref = weakref.ref(s, lambda _: fired.append(time.monotonic_ns()))
+        del s
+        t.release_later_in_thread(box, 1000)
+        deadline = time.monotonic() + 10
+        while not fired and time.monotonic() < deadline:
+            sum(range(1000))  # bytecode: the drainer gets the GIL at a switch interval
+        assert fired, "the release was not applied within 10 s"
+        latency = (fired[0] - t.last_drop_ns()) / 1e9
+        assert 0 <= latency < 2.0, latency
+        assert ref() is None
+
+
+# ---- finalization is a state, not a moment ------------------------------------------------
+
+class TestFinalization:
+    def test_weak_lock_on_a_thread_during_finalization_keeps_the_object(self):
+        """Defect 1: a std::thread locks a WeakRef to an object only Python holds while
+        __main__ is torn down. Its Ref must keep the object alive after Python drops the
+        wrapper (before: the wrapper was orphaned while alive, and its dealloc then dropped a
+        count it no longer owned: the object died under the thread)."""
+        for _ in range(3):
+            out = expect_clean_exit(run_child("""
+                import tether.testing as t
+                class Trigger:
+                    def __del__(self, t=t):
+                        t.lock_weak_in_thread()   # E1 on a std::thread, while finalizing
+                trigger = Trigger()               # torn down before x ...
+                x = t.Probe(7)                    # ... which only Python holds
+                t.keep_weak_object(x)
+            """))
+            assert "held at exit: ok" in out, out
+
+    def test_release_on_a_thread_during_finalization_keeps_a_live_wrapper_valid(self):
+        """Defect 2: a std::thread drops the last C++ reference besides the wrapper's while
+        finalization runs; a __del__ later in the same teardown reads the object (before: the
+        object was destroyed under a wrapper Python still used)."""
+        for _ in range(3):
+            out = expect_clean_exit(run_child("""
+                import os, tether.testing as t
+                class Trigger:
+                    def __del__(self, t=t):
+                        t.release_in_thread_unjoined(box)   # E2 on a std::thread
+                class Reader:
+                    def __del__(self, t=t, os=os):
+                        alive = t.probes_destroyed() == 0
+                        os.write(1, b"reader: %s %d\\n" % (b"alive" if alive else b"DESTROYED",
+                                                         self.x.value if alive else -1))
+                trigger = Trigger()
+                box = t.Box(t.Probe(7))
+                reader = Reader()
+                reader.x = box.value          # the wrapper lives on in reader
+            """))
+            assert "reader: alive 7" in out, out
+
+    @pytest.mark.parametrize("atexit_holds_gil", [False, True])
+    def test_threads_at_the_edges_while_the_script_ends(self, atexit_holds_gil):
+        """Defect 3: std::threads lock and drop WeakRefs (E1 and E2 each time) in a loop while
+        the script ends: none may be ended inside tether (3.11: "terminate called"; 3.13t:
+        a hang or a crash in PyGILState_Ensure)."""
+        hold = "atexit.register(lambda: time.sleep(0.05))" if atexit_holds_gil else ""
+        for _ in range(3):
+            expect_clean_exit(run_child(f"""
+                import atexit, time, tether.testing as t
+                x = t.Probe(1)
+                t.start_weak_storm(x, 4, 3000)
+                {hold}
+                time.sleep(0.05)
+            """))
+
+
+    def test_threads_calling_an_override_while_the_script_ends(self):
+        """Defect 3, overrides: std::threads call a Python override through a trampoline in a
+        loop while the script ends. Calls that began finish before finalization goes on; later
+        ones run the C++ method (before: 3.11 ended the thread inside PyGILState_Ensure,
+        3.13t hung)."""
+        for _ in range(3):
+            expect_clean_exit(run_child("""
+                import time, tether.testing as t
+                class Loud(t.Paragraph):
+                    def render(self):
+                        return self.text.upper()
+                p = Loud("x")
+                t.start_render_storm(p, 4, 3000)
+                time.sleep(0.05)
+            """))
