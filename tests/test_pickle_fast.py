@@ -413,3 +413,43 @@ class TestDaskToken:
         assert isinstance(b1.__dask_tokenize__(), tuple)
         b1.value = None
         collect()
+
+
+@tether.dataclass
+class Holder(tether.Object):
+    items: list | None = None
+    label: str = ""
+
+
+class TestDataclassFields:
+    """@tether.dataclass fields store Python objects: copies keep their sharing and cycles."""
+
+    def test_shared_list(self):
+        a = Holder([1, 2], "a")
+        b = Holder(a.items, "b")
+        for how in (copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+            c = how([a, b])
+            assert c[0].items is c[1].items and c[0].items is not a.items
+            assert c[0].items == [1, 2] and c[1].label == "b"
+
+    def test_cycle_through_a_list(self):
+        a = Holder(None, "a")
+        a.items = [a]
+        for how in (copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+            c = how(a)
+            assert c.items[0] is c and c is not a
+            c.items = None
+        a.items = None
+
+
+class TestListFieldsOptOut:
+    def test_named_fields_travel_as_lists(self):
+        class AsLists(t.Section):
+            __tether_list_fields__ = ("weights",)
+
+        s = AsLists("w")
+        s.weights = weights(500)
+        bufs = []
+        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        assert bufs == []
+        assert pickle.loads(data).weights == weights(500)

@@ -284,13 +284,26 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
 }
 
 /// The Layout of `tp`; nullptr with an exception set on failure.
+#if !defined(Py_GIL_DISABLED)
+// The last layout used (the GIL orders every use): a graph's objects come in runs of a type.
+std::shared_ptr<Layout> &g_last = *new std::shared_ptr<Layout>();
+#endif
+
 std::shared_ptr<Layout> layout_of(PyTypeObject *tp) {
     unsigned int v = version_of(tp);
+#if !defined(Py_GIL_DISABLED)
+    if (v != 0 && g_last && g_last->type == tp && g_last->version == v)
+        return g_last;
+#endif
     if (v != 0) {
         MaybeLock lock(g_layouts_mutex);
         auto it = g_layouts.find(tp);
-        if (it != g_layouts.end() && it->second->version == v)
+        if (it != g_layouts.end() && it->second->version == v) {
+#if !defined(Py_GIL_DISABLED)
+            g_last = it->second;
+#endif
             return it->second;
+        }
     }
     std::shared_ptr<Layout> L = compute_layout(tp);
     if (!L)
@@ -1136,10 +1149,14 @@ struct DeepCopier {
         return PyObject_CallFunctionObjArgs(g_deepcopy, v, memo, nullptr);
     }
 
-    /// A deep copy of a value a field getter just made: its containers are new, so they are
-    /// copied here without the memo (nothing else can refer to them).
+    /// A deep copy of a value a field getter just made. A container only the getter's result
+    /// refers to (a count of one: a C++ field converted to a list, dict or tuple) is new, so
+    /// it is copied here without the memo, nothing else can refer to it; anything else (a
+    /// Python object a field stores, as @tether.dataclass fields do) goes through
+    /// copy.deepcopy with the memo, so its sharing is kept.
     PyObject *value(PyObject *v, bool fresh) {
         PyTypeObject *t = Py_TYPE(v);
+        fresh = fresh && Py_REFCNT(v) == 1;
         if (v == Py_None || t == &PyLong_Type || t == &PyFloat_Type || t == &PyUnicode_Type ||
             t == &PyBool_Type || t == &PyBytes_Type)
             return Py_NewRef(v);
@@ -1296,6 +1313,9 @@ PyObject *fn_clear_layouts(PyObject *, PyObject *) {
         MaybeLock lock(g_layouts_mutex);
         old.swap(g_layouts);
     }
+#if !defined(Py_GIL_DISABLED)
+    g_last.reset();
+#endif
     Py_RETURN_NONE;
 }
 

@@ -21,7 +21,10 @@ The work is done in C++ (``bindings/src/reduce.cpp``); ``install()`` puts its me
 - A field holding a ``std::vector`` of numbers (annotated ``list[float]`` or ``list[int]``)
   of 64 items or more is read as one bytes snapshot of its memory, not as a list: with
   protocol 5 it is a ``pickle.PickleBuffer``, which pickle hands to ``buffer_callback``
-  (out of band) when one is given. Loading writes the bytes back with one copy.
+  (out of band) when one is given. Loading writes the bytes back with one copy. Which fields
+  are such vectors is checked once per field (the member's memory must hold the numbers its
+  getter returned); a class lists fields that must travel as lists (a vector with an
+  allocator of its own) in ``__tether_list_fields__``.
 - ``_rebuild(cls, names, *values)`` allocates ``cls.__new__(cls)`` and runs the C++
   ``__init__`` of the nearest bound base with ``names=values``: a new C++ object, tied to
   that wrapper.
@@ -193,11 +196,14 @@ def _fast_layout(cls):
         types_ = _fields.field_types(cls)
     except Exception:  # an annotation that does not resolve: no vector fast path
         types_ = {}
+    as_lists = set()
+    for klass in cls.__mro__:
+        as_lists.update(klass.__dict__.get("__tether_list_fields__", ()))
     fields = []
     for name in lay.fields:
         index, has_default = params.get(name, (-1, False))
-        fields.append((name, name in lay.readonly, index, has_default,
-                       _numeric_kind(types_.get(name))))
+        numeric = 0 if name in as_lists else _numeric_kind(types_.get(name))
+        fields.append((name, name in lay.readonly, index, has_default, numeric))
     init = lay.bound.__dict__["__init__"] if lay.constructible else None
     own = Object.__dict__
     return (lay.constructible, init, tuple(fields), tuple(lay.slots), _class_ref(cls),
