@@ -1125,6 +1125,7 @@ PyObject *meth_copy(PyObject *self, PyObject *) {
 
 struct DeepCopier {
     PyObject *memo; // a dict
+    int depth = 0;  // objects being copied, one inside the other
 
     int keep_alive(PyObject *x) {
         Ref_ key(PyLong_FromVoidPtr(memo));
@@ -1221,9 +1222,19 @@ struct DeepCopier {
             return nullptr;
         if (!L->fast_copy())
             return generic(self); // its own __deepcopy__, __reduce__ or state methods
+        // Python's recursion limit bounds the depth too: from 3.12 on, Py_EnterRecursiveCall
+        // counts against a C limit (about 10000) that these frames, larger than the
+        // interpreter's, would overflow the stack before reaching.
+        if (depth >= Py_GetRecursionLimit()) {
+            PyErr_SetString(PyExc_RecursionError,
+                            "maximum recursion depth exceeded while deep-copying a tether object");
+            return nullptr;
+        }
         if (Py_EnterRecursiveCall(" while deep-copying a tether object"))
             return nullptr;
+        ++depth;
         PyObject *r = object_body(self, tp, *L, key.p);
+        --depth;
         Py_LeaveRecursiveCall();
         return r;
     }
