@@ -94,7 +94,8 @@ public:
     const T *end() const { return data() + n_; }
 };
 
-PyTypeObject *object_type() { return py_type<Object>(); }
+PyTypeObject *g_object_type = nullptr; // tether.Object, set by bind_reduce
+PyTypeObject *object_type() { return g_object_type; }
 
 PyObject *import_attr(const char *module, const char *attr) {
     PyObject *m = PyImport_ImportModule(module);
@@ -924,11 +925,17 @@ PyObject *fn_rebuild(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
         PyErr_Format(PyExc_TypeError, "tether._core._rebuild: %R is not a tether type", cls);
         return nullptr;
     }
-    if (!check_names(args[1], nargs - 2, "constructor arguments"))
-        return nullptr;
     PyTypeObject *tp = reinterpret_cast<PyTypeObject *>(cls);
     std::shared_ptr<Layout> L = layout_of(tp);
     if (!L)
+        return nullptr;
+    bool checked;
+    {
+        MaybeLock lock(L->mutex);
+        checked = L->seen_ctor_names.p == args[1] && // its names were checked when seen first
+                  PyTuple_GET_SIZE(args[1]) == nargs - 2;
+    }
+    if (!checked && !check_names(args[1], nargs - 2, "constructor arguments"))
         return nullptr;
     return construct(tp, *L, args[1], args + 2, nargs - 2);
 }
@@ -992,15 +999,20 @@ int setstate_impl(PyObject *self, PyObject *state) {
                          tp->tp_name, n, PyTuple_GET_SIZE(state) - 2);
             return -1;
         }
-        for (Py_ssize_t k = 0; k < n; ++k)
+        std::shared_ptr<Layout> L = layout_of(tp);
+        if (!L)
+            return -1;
+        bool seen;
+        {
+            MaybeLock lock(L->mutex);
+            seen = L->seen_state_names.p == names; // checked when it was seen first
+        }
+        for (Py_ssize_t k = 0; k < n && !seen; ++k)
             if (!PyUnicode_Check(PyTuple_GET_ITEM(names, k))) {
                 PyErr_Format(PyExc_TypeError, "%s.__setstate__: a field name must be a str",
                              tp->tp_name);
                 return -1;
             }
-        std::shared_ptr<Layout> L = layout_of(tp);
-        if (!L)
-            return -1;
         Small<int, 16> idx;
         resolve(*L, names, idx);
         for (Py_ssize_t k = 0; k < n; ++k) {
@@ -1355,6 +1367,7 @@ PyMethodDef g_module_defs[] = {
 /// Registers _rebuild on tether._core and the C++ methods on tether.Object. Called at the end
 /// of NB_MODULE(_core): tether.Object exists.
 void bind_reduce(nb::module_ &m) {
+    g_object_type = py_type<Object>();
     g_empty_tuple = PyTuple_New(0);
     g_str_dict = PyUnicode_InternFromString("__dict__");
     if (!g_empty_tuple || !g_str_dict)
