@@ -86,7 +86,7 @@ class TestQueueInProcess:
         box = t.Box(s)
         gone = weakref.ref(s)
         del s
-        t.join_release_holding_gil(box)
+        t.release_in_thread(box)  # joined with the GIL released (a hang here would be in-process)
         tether.settle()
         assert gone() is None
         assert tether.stats()["shared"] == 0
@@ -99,7 +99,7 @@ class TestQueueInProcess:
         del s
         collect()
         assert id(box.value) == ident and box.value.note == "kept"
-        t.join_release_holding_gil(box)
+        t.release_in_thread(box)
         tether.settle()
 
     def test_released_by_the_drainer_while_python_runs(self, clean):
