@@ -83,6 +83,17 @@ NB_MODULE(_core, m) {
           "callbacks have run). tether does this by itself within about one GIL switch "
           "interval; call it where code needs it done now.");
 
+    m.def("collect_cycles",
+          [] {
+              Py_ssize_t n = tether::py::collect_cycles();
+              if (n < 0)
+                  throw nb::python_error();
+              return n;
+          },
+          "A full collection that also reclaims cycles made of C++ fields alone (a.child.parent "
+          "= a with Ref both ways). Precondition: no C++ thread without the GIL copies, drops "
+          "or writes tether references while it runs. Returns what gc.collect() returns.");
+
     m.def("header_size", [] { return tether::header_size<LayoutProbe>(); },
           "Bytes tether adds in front of an object of ordinary alignment.");
 

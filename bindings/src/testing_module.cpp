@@ -136,6 +136,7 @@ void bind_lifetime_types(nb::module_ &m); // testing_lifetime.cpp
 void bind_document_types(nb::module_ &m); // testing_document.cpp
 void bind_override_types(nb::module_ &m); // testing_overrides.cpp
 void bind_thread_types(nb::module_ &m);   // testing_threads.cpp
+void bind_cycle_types(nb::module_ &m);    // testing_cycles.cpp
 
 static void bind_value_types(nb::module_ &m) {
     using namespace tt;
@@ -350,6 +351,7 @@ NB_MODULE(testing, m) {
     bind_real_types(m);
     bind_override_types(m);
     bind_document_types(m);
+    bind_cycle_types(m);
     bind_thread_types(m);
     tether::check_bindings("tether.testing"); // tether_add_module's init does this itself
 }

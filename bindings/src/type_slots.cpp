@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // bindings/src/type_slots.cpp: the CPython type slots of tether types (tp_new and the wrapper's
 // allocation, the type call, tp_dealloc installation), the move token, and process-wide setup
+#include "cycles.h"
 #include "deferred_edges.h"
 #include "lifecycle.h"
 
@@ -334,16 +335,20 @@ int install_type(PyTypeObject *type, uint32_t type_index) noexcept {
     // nb_inst, the object pointer and a weakref list, whatever sizeof(T) is (nanobind sized
     // the type for an inline T). Python subclasses then lay out __dict__ and slots after it.
     // Types nanobind gave a __dict__ or weakref slot of its own (nb::dynamic_attr,
-    // nb::is_weak_referenceable) keep nanobind's layout.
+    // nb::is_weak_referenceable) keep nanobind's layout. A GC type traversed by tether (a
+    // bound base has traced fields: cycles.cpp) is laid out as any other: the GC head lies
+    // before the object.
     const Py_ssize_t ours = (Py_ssize_t) sizeof(Wrapper); // where our weakref list goes
     if ((type->tp_weaklistoffset == 0 || type->tp_weaklistoffset == ours) &&
-        type->tp_dictoffset == 0 && !PyType_IS_GC(type) && type->tp_itemsize == 0 &&
+        type->tp_dictoffset == 0 && (!PyType_IS_GC(type) || cycles::traced(type)) &&
+        type->tp_itemsize == 0 &&
         type->tp_basicsize >= ours + (Py_ssize_t) sizeof(PyObject *)) {
         type->tp_weaklistoffset = (Py_ssize_t) sizeof(Wrapper);
         type->tp_basicsize = (Py_ssize_t) (sizeof(Wrapper) + sizeof(PyObject *));
     }
     if (type_index == 0 && install_class_guard(type) != 0)
         return -1;
+    cycles::on_install_type(type, type_index); // inherits its bound base's traced fields
     PyType_Modified(type);
     Py_INCREF(type); // the process-wide table refers to it for as long as the process runs
     PyObject *old = static_cast<PyObject *>(slot->exchange(type, std::memory_order_acq_rel));

@@ -5,7 +5,7 @@ A tether object reaches Python as the same wrapper every time while its C++ obje
 ``a.x is a.x``, ``id()`` is stable across dropping and re-fetching, and a Python subclass
 instance stored in C++ comes back with its attributes.
 """
-from ._core import Object, abi_version, header_size, move, settle, stats
+from ._core import Object, abi_version, collect_cycles, header_size, move, settle, stats
 
 Object.__module__ = "tether"
 
@@ -17,5 +17,5 @@ _pickle.install()
 _repr.install()
 _dataclass_support.install()
 
-__all__ = ["Object", "abi_version", "dataclass", "header_size", "move", "settle", "stats"]
+__all__ = ["Object", "abi_version", "collect_cycles", "dataclass", "header_size", "move", "settle", "stats"]
 __version__ = "0.1.0"

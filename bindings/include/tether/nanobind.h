@@ -463,6 +463,41 @@ inline void resolve_deferred_annotations() {
         throw nb::python_error();
 }
 
+/// Fields the collector follows (bindings/src/cycles.cpp): owning references to tether
+/// objects. WeakRef<U> fields never are: a weak link makes no cycle.
+template <typename M> struct traced_field : std::false_type {};
+template <typename U> struct traced_field<Ref<U>> : std::true_type {};
+template <typename U> struct traced_field<std::optional<Ref<U>>> : std::true_type {};
+template <typename U, typename A> struct traced_field<std::vector<Ref<U>, A>> : std::true_type {};
+
+template <typename U> void trace_ref(Ref<U> &r, py::FieldOp op, py::FieldSink *sink) noexcept {
+    if (op == py::FieldOp::visit) {
+        if (Object *o = r.get())
+            sink->object(sink, o);
+    } else if (U *p = r.release()) {
+        sink->object(sink, static_cast<Object *>(p)); // the sink owns the count now
+    }
+}
+/// Reports (visit) or empties (clear) the field `closure` names of `holder`, a T (a
+/// FieldTracer, python.h). Reads only: no allocation, no Python.
+template <typename T, typename M>
+void trace_field(Object *holder, void *closure, py::FieldOp op, py::FieldSink *sink) noexcept {
+    M &m = static_cast<T *>(holder)->*fields::Field<T, M>::member(closure);
+    if constexpr (is_ref<M>::value) {
+        trace_ref(m, op, sink);
+    } else if constexpr (fields::is_instance<std::optional, M>::value) {
+        if (m)
+            trace_ref(*m, op, sink);
+        if (op == py::FieldOp::clear)
+            m.reset();
+    } else {
+        for (auto &r : m)
+            trace_ref(r, op, sink);
+        if (op == py::FieldOp::clear)
+            m.clear();
+    }
+}
+
 /// The nb::class_ a tether::class_<T, Extra...> is: Extra as given when it names T's bound
 /// base (a tether type), else with tether::Object as the base, so `tether::class_<T>(m, "T")`
 /// makes a subclass of tether.Object as it must.
@@ -664,6 +699,12 @@ private:
         }
         if (pending)
             detail::defer_annotation(tp, def, own_doc, &fields::annotation<M>);
+        if constexpr (detail::traced_field<M>::value) // an owning field: cycles through it collect
+            if (py::register_traced_field(tp, detail::type_index_of<T>(),
+                                          detail::type_index_of<Alias>(),
+                                          &detail::trace_field<T, M>,
+                                          fields::Field<T, M>::closure(member)) != 0)
+                throw nb::python_error();
         return *this;
     }
 };

@@ -196,6 +196,35 @@ TETHER_API PyObject * move_token_target(PyObject *o) noexcept;
 /// own block), and records it as the Python type of C++ type `type_index`.
 TETHER_API int install_type(PyTypeObject *type, uint32_t type_index) noexcept;
 
+/// Cycles through C++ (bindings/src/cycles.cpp, docs/lifecycle.md "Cycles through C++").
+/// A traced field's contents, handed to a FieldSink: `visit` lends each object the field holds
+/// (null ones are skipped); `clear` moves every reference out of the field, passing each with
+/// its strong count, which the sink then owns.
+enum class FieldOp { visit, clear };
+struct FieldSink {
+    void (*object)(FieldSink *self, Object *target) noexcept;
+};
+/// Reports (or clears) one field of `holder`, which is a T; `closure` names the field.
+using FieldTracer = void (*)(Object *holder, void *closure, FieldOp op, FieldSink *sink) noexcept;
+
+/// Registers an owning field (Ref<U>, std::optional<Ref<U>>, std::vector<Ref<U>>) of the bound
+/// type `type` (C++ type index `type_index`, and `alias_index` for its trampoline): the type
+/// becomes a GC type at its first one (binding time, before any instance exists). Returns 0;
+/// a type whose tp_traverse is not tether's (nb::dynamic_attr) is left untraced.
+TETHER_API int register_traced_field(PyTypeObject *type, uint32_t type_index, uint32_t alias_index,
+                                     FieldTracer tracer, void *closure) noexcept;
+
+/// tether.collect_cycles(): a full collection in which every wrapper also reports the cycles
+/// made of C++ fields alone. The caller promises that no thread without the GIL (or, on
+/// free-threaded builds, without an attached thread state) copies, drops or writes tether
+/// references meanwhile. Returns gc.collect()'s result, or -1 with an exception set.
+TETHER_API Py_ssize_t collect_cycles() noexcept;
+
+/// How many of the collector's visitor functions the import-time probe saw subtract
+/// references (1 on default builds, 2 on free-threaded ones); 0 while uncalibrated, when
+/// traversals report no C++ edge at all.
+TETHER_API int cycle_calibration() noexcept;
+
 /// Python type registered for a type index, or nullptr.
 inline PyTypeObject *type_for(uint32_t type_index) noexcept {
     // HOT (every argument check): the table's address is asked for once, not per call.

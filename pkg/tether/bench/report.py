@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from . import identity, memory, pickling, spread, targets, threads, timing, verdict
+from . import cycles, identity, memory, pickling, spread, targets, threads, timing, verdict
 
 
 # ---- settings -------------------------------------------------------------------------------
@@ -139,6 +139,7 @@ def run(cfg: dict, log=lambda s: None, gil: dict | None = None, with_spread: boo
     checks = targets.evaluate(times, scaling, small, big, mem, threads.free_threaded(),
                               out["threads"], out.get("spread"), gil["refuse_nanobind"])
     out["pickling"] = pickling.measure(cfg["rounds"] < 50, log)  # tether.bench.pickling
+    out["cycles"] = cycles.measure(cfg["rounds"] < 50, log)  # tether.bench.cycles
     out["machine"]["load_after"] = _load()
     out["times"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
                         "samples_ns": r.samples_ns} for k, r in times.items()}
@@ -284,6 +285,7 @@ def render(res: dict, show_targets: bool = False) -> str:
       f"id-stable {o['identity_untied']['id_stable']}/{o['identity_untied']['trials']}, "
       f"echo(x) is x {_yn(o['identity_untied'].get('echo_is_same'))}.")
     lines += pickling.render(res)
+    lines += cycles.render(res)
     return "\n".join(lines)
 
 
