@@ -57,12 +57,20 @@ def settled_collect():
 # ---- calibration and cost ------------------------------------------------------------------
 
 
+# 3.14 and newer: cycle collection is off until verified there (bindings/src/cycles.cpp,
+# calibrate): cycles through C++ leak as before, and the tests that expect them collected skip.
+ENABLED = sys.version_info < (3, 14)
+needs_collection = pytest.mark.skipif(
+    not ENABLED, reason="cycle collection through C++ is not enabled on 3.14+ (not verified)")
+
+
 def test_calibration_found_the_subtracting_visitors():
     """The rule is exact only for the visitors that subtract references, learned at import from
     a probe (an unreachable object is traversed by those alone): CPython's visit_decref on
     default builds; visit_decref and visit_decref_unreachable on free-threaded ones. A
     collector that changed this fails here, on every interpreter CI runs."""
-    assert t.cycle_calibration() == (2 if FREE_THREADED else 1)
+    expected = (2 if FREE_THREADED else 1) if ENABLED else 0
+    assert t.cycle_calibration() == expected
 
 
 def test_types_that_cannot_form_cycles_keep_their_cost():
@@ -75,6 +83,7 @@ def test_types_that_cannot_form_cycles_keep_their_cost():
     assert t.Box.__basicsize__ == t.Inner.__basicsize__
 
 
+@needs_collection
 def test_get_referents_shows_the_cpp_edge():
     p = P(1)
     box = t.Box(p)
@@ -123,6 +132,7 @@ SHAPES = [_direct, _through_list, _through_cpp_only, _through_dropped_wrapper,
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda f: f.__name__.strip("_"))
+@needs_collection
 def test_dict_cycle_is_collected(shape):
     collect()
     before = tether.stats()
@@ -136,6 +146,7 @@ def test_dict_cycle_is_collected(shape):
     assert tether.stats() == before
 
 
+@needs_collection
 def test_finalizer_and_weakref_callback_run_once():
     Finalized.deaths = 0
     calls = []
@@ -150,6 +161,7 @@ def test_finalizer_and_weakref_callback_run_once():
     assert sorted(calls) == [1, 2] and r() is None and rb() is None
 
 
+@needs_collection
 def test_finalizer_that_stores_self_into_cpp_resurrects():
     """__del__ handing self to C++ during the collection: the count rises, the resurrection
     pass sees it, and the wrapper lives on with its __dict__ (no tp_clear)."""
@@ -178,6 +190,7 @@ def test_finalizer_that_stores_self_into_cpp_resurrects():
     assert Saver.deaths == 1  # finalized once: not again when it finally dies
 
 
+@needs_collection
 def test_automatic_collections_reclaim_cycles():
     """No explicit gc.collect(): the generational thresholds keep the count bounded."""
     collect()
@@ -202,6 +215,7 @@ def _rss_bytes():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+@needs_collection
 def test_1e5_cycles_are_collected_stats_and_rss_back():
     def round_():
         gc.disable()  # all 1e5 alive at once: only the explicit collection reclaims them
@@ -233,6 +247,7 @@ def test_1e5_cycles_are_collected_stats_and_rss_back():
 # ---- what is not collected -------------------------------------------------------------------
 
 
+@needs_collection
 def test_cycle_member_held_by_cpp_global_is_never_collected():
     calls = []
     p = P(1)
@@ -250,6 +265,7 @@ def test_cycle_member_held_by_cpp_global_is_never_collected():
     assert calls == [1] and r() is None
 
 
+@needs_collection
 def test_box_held_by_cpp_global_keeps_the_cycle():
     calls = []
     p = P(1)
@@ -264,6 +280,7 @@ def test_box_held_by_cpp_global_keeps_the_cycle():
     assert calls == [1]
 
 
+@needs_collection
 def test_two_holders_are_not_collected_until_one_lets_go():
     """p held by two fields: the header's one reference cannot be attributed (documented)."""
     calls = []
@@ -278,6 +295,7 @@ def test_two_holders_are_not_collected_until_one_lets_go():
     assert calls == [1]
 
 
+@needs_collection
 def test_weak_link_is_not_a_cycle():
     """A WeakRef back-link: no cycle at all, reference counting frees it."""
     k = t.Knot(None)
@@ -289,6 +307,7 @@ def test_weak_link_is_not_a_cycle():
     assert r() is None
 
 
+@needs_collection
 def test_cpp_only_cycles_need_collect_cycles():
     calls = []
     a = t.Box(None)
@@ -309,6 +328,7 @@ def test_cpp_only_cycles_need_collect_cycles():
     assert sorted(calls) == [1, 2] and r() is None and rc() is None
 
 
+@needs_collection
 def test_collect_cycles_keeps_what_cpp_holds():
     a = t.Box(None)
     b = t.Box(a)
@@ -323,6 +343,7 @@ def test_collect_cycles_keeps_what_cpp_holds():
     assert r() is None
 
 
+@needs_collection
 def test_deep_cpp_chain_below_the_depth_limit():
     """The walk stops 64 levels below a root (its cost bound): deeper cycles are kept."""
     for depth, collected in ((60, True), (70, False)):
@@ -351,6 +372,7 @@ def _run_collections_while(threads_busy_s):
 
 
 @pytest.mark.parametrize("hidden", [False, True], ids=["dropped-wrapper", "cpp-only"])
+@needs_collection
 def test_walkers_never_see_the_cycle_cleared(hidden):
     """std::threads walk p.link -> ... -> p owning a count at every instant (A.2's walker)
     while the main thread collects: whatever they hold keeps the whole cycle, so nothing may
@@ -384,6 +406,7 @@ def test_walkers_never_see_the_cycle_cleared(hidden):
     assert steps > 0
 
 
+@needs_collection
 def test_raw_pointer_copiers_never_lose_a_live_child():
     """A.4's case: a Knot Python holds (its wrapper is the sole owner, a traversal root), and
     threads copying its field through a raw pointer, so the child's count moves between
@@ -411,6 +434,7 @@ def test_raw_pointer_copiers_never_lose_a_live_child():
 
 
 @pytest.mark.skipif(not FREE_THREADED, reason="Python threads collecting in parallel need free threading")
+@needs_collection
 def test_python_threads_build_and_collect_cycles_in_parallel():
     errors = []
 

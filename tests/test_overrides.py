@@ -66,7 +66,10 @@ def make_classes():
         greet = functools.partialmethod(_greet, punctuation="!")
 
     class PlainPartial(t.Node):
-        greet = functools.partial(lambda who: f"partial to {who}")
+        # A functools.partial class attribute: before 3.14 it has no __get__ and is called
+        # without self; from 3.14 it is a method descriptor (bound like a function), as
+        # `obj.greet(who)` shows in Python too. The lambda takes either form.
+        greet = functools.partial(lambda *args: f"partial to {args[-1]}")
 
     class Custom(t.Node):
         greet = Descriptor()
