@@ -115,10 +115,11 @@ def test_unconvertible_field_raises_type_error_naming_it(mistakes_build):
             except TypeError as e:
                 print(what, "TypeError:", e)
     """)
-    assert "items TypeError: Holder.items: unable to convert the field's C++ value " \
-           "(std::vector<Opaque*" in out, out
-    assert "value TypeError: Holder.value: unable to convert the field's C++ value (Opaque)" in out
-    assert "repr TypeError: Holder." in out and "pickle TypeError: Holder." in out
+    # (the type's name carries its module from 3.14 on: mistake_unconvertible_field.Holder)
+    assert "Holder.items: unable to convert the field's C++ value (std::vector<Opaque*" in out, out
+    assert "Holder.value: unable to convert the field's C++ value (Opaque)" in out
+    for what in ("items", "value", "repr", "pickle"):
+        assert f"{what} TypeError: " in out, out
     assert "SystemError" not in out
 
 
