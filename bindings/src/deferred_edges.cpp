@@ -7,7 +7,6 @@
 
 #include <tether/compat.h>
 
-#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -32,6 +31,8 @@ struct Queue {
     std::vector<Entry> entries;
     uint64_t pushed = 0;       ///< tickets handed out (the n-th entry has ticket n)
     uint64_t done = 0;         ///< every ticket up to this one has been applied
+    uint64_t taken = 0;        ///< the last ticket a batch took out of `entries`
+    int batches_in_flight = 0; ///< batches taken and not yet applied (threads apply in parallel)
     std::thread *drainer = nullptr;
     bool stop = false;         ///< the drainer must exit (atexit)
     int python_calls = 0;      ///< C++ threads between begin_ and end_python_call
@@ -117,7 +118,6 @@ void apply_all() noexcept {
     Queue &q = queue();
     for (;;) {
         std::vector<Entry> batch;
-        uint64_t last;
         {
             std::lock_guard<std::mutex> lock(q.mutex);
             if (q.entries.empty()) {
@@ -125,13 +125,17 @@ void apply_all() noexcept {
                 break;
             }
             batch.swap(q.entries);
-            last = q.pushed;
+            q.taken = q.pushed;
+            ++q.batches_in_flight;
         }
         for (const Entry &e : batch)
             apply(e);
         {
+            // Another thread may still apply an earlier batch: tickets count as done only
+            // once no batch is in flight.
             std::lock_guard<std::mutex> lock(q.mutex);
-            q.done = std::max(q.done, last);
+            if (--q.batches_in_flight == 0)
+                q.done = q.taken;
         }
         q.applied.notify_all();
     }
@@ -200,7 +204,7 @@ PyObject *after_fork_in_child(PyObject *, PyObject *) noexcept {
     Queue *fresh = new (std::nothrow) Queue;
     if (fresh) {
         fresh->entries.swap(old->entries);
-        fresh->pushed = fresh->done = 0;
+        fresh->pushed = fresh->done = fresh->taken = 0;
         g_queue.store(fresh, std::memory_order_release);
         g_pending.store(!fresh->entries.empty(), std::memory_order_relaxed);
     } else {

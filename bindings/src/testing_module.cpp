@@ -299,11 +299,17 @@ NB_MODULE(testing, m) {
           [](Box &box) {
               Ref<Object> taken;
               taken.swap(box.value);
-              nb::gil_scoped_release no_gil;
-              std::thread t([r = std::move(taken)]() mutable { r.reset(); });
-              t.join();
+              {
+                  nb::gil_scoped_release no_gil;
+                  std::thread t([r = std::move(taken)]() mutable { r.reset(); });
+                  t.join();
+              }
+              // The thread handed its release to tether's queue (it never waits for the GIL);
+              // apply it now, so that callers see the release done when this returns.
+              tether::py::apply_deferred();
           },
-          "box"_a, "Drop box.value's C++ reference on a std::thread without the GIL.");
+          "box"_a, "Drop box.value's C++ reference on a std::thread without the GIL, then "
+                   "apply it (tether.settle()) before returning.");
     m.def("make_inner", [](int64_t v) { return make_object<Inner>(v); }, "value"_a,
           "An Inner made in C++ (Python has no wrapper for it yet).");
     m.def("make_shared_outer",

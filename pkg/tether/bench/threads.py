@@ -375,7 +375,9 @@ def render(res: dict) -> list:
             cells = []
             for v in VARIANTS:
                 x = r.get(f"{way}.{op}.{v}")
-                cells += ([f"{x['mops'][1]:.1f}", f"{x['mops'][2]:.1f}",
+                # keyed by thread count; a run read back with --from-json has str keys
+                mops = {int(k): m for k, m in x["mops"].items()} if x else {}
+                cells += ([f"{mops[1]:.1f}", f"{mops[2]:.1f}",
                            f"**{x['scaling']:.2f}**, {x['scaling_fastest']:.2f} "
                            f"({x['wall_scaling']:.2f})"]
                           if x else ["-", "-", "-"])
