@@ -240,6 +240,8 @@ def test_1e5_cycles_are_collected_stats_and_rss_back():
     collect()
     assert tether.stats() == before
     grown = _rss_bytes() - rss
+    if os.environ.get("TETHER_SANITIZE_RUN"):
+        return  # ASan's quarantine keeps freed memory; the stats above are the check there
     # a leak is ~57 MB (571 B per cycle); allow what allocators keep
     assert grown < 8 * 1024 * 1024, grown
 
