@@ -125,6 +125,10 @@ static void release_from_threads(nb::module_ &script, nb::module_ &types) {
     // The threads never waited for the GIL: each handed its release to tether's queue, which
     // its drainer applies within about one GIL switch interval. Apply what is left now.
     tether::py::apply_deferred();
+    // Free-threaded builds: a wrapper released on another thread (the drainer) is freed by the
+    // thread that owns it, at its next eval-breaker check (biased reference counting); a
+    // collection merges such pending objects now.
+    nb::module_::import_("gc").attr("collect")();
     CHECK(nb::cast<int>(script.attr("deleted")) == deleted0 + n_threads * per_thread);
     CHECK(shared() == shared0 - n_threads * per_thread);
     CHECK(bound() == bound0 - n_threads * per_thread);
