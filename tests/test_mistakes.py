@@ -68,16 +68,22 @@ def test_fails_to_compile_with_the_fix(mistakes_build, name):
 
 # ---- run time --------------------------------------------------------------------------------
 
-def test_plain_nb_class_on_a_tether_type_is_an_import_error(mistakes_build):
-    _, build = mistakes_build
-    out = expect_ok(build, """
+def import_outcome(build, module):
+    """What importing `module` in a child interpreter printed: its ImportError (and the
+    error's cause), or "imported"."""
+    return expect_ok(build, f"""
         try:
-            import mistake_plain_nb_class
+            import {module}
         except ImportError as e:
             print("ImportError:", e, e.__cause__)
         else:
             print("imported")
     """)
+
+
+def test_plain_nb_class_on_a_tether_type_is_an_import_error(mistakes_build):
+    _, build = mistakes_build
+    out = import_outcome(build, "mistake_plain_nb_class")
     assert "ImportError:" in out, out
     assert "Counter derives from tether::Object but is bound with nb::class_" in out
     assert "tether::class_<Counter>" in out and "tether::init<...>()" in out
@@ -85,14 +91,7 @@ def test_plain_nb_class_on_a_tether_type_is_an_import_error(mistakes_build):
 
 def test_missing_init_module_is_an_import_error(mistakes_build):
     _, build = mistakes_build
-    out = expect_ok(build, """
-        try:
-            import mistake_no_init_module
-        except ImportError as e:
-            print("ImportError:", e, e.__cause__)
-        else:
-            print("imported")
-    """)
+    out = import_outcome(build, "mistake_no_init_module")
     assert "ImportError:" in out, out
     assert "did not call tether::init_module()" in out, out
 

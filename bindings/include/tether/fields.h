@@ -155,14 +155,19 @@ template <typename M> constexpr void check_caster() {
 /// Thrown (and caught in add_field) while an annotation names a type not bound yet.
 struct unbound_type {};
 
+/// The demangled C++ name of T ("tt::Paragraph"), for messages and forward references.
+template <typename T> std::string cpp_name() {
+    int status = 0;
+    char *demangled = abi::__cxa_demangle(typeid(T).name(), nullptr, nullptr, &status);
+    std::string name = status == 0 && demangled ? demangled : typeid(T).name();
+    std::free(demangled);
+    return name;
+}
+
 /// The unqualified C++ name of T ("Paragraph" for tt::Paragraph): what a forward reference
 /// names until the type is bound (most bindings give the Python class the C++ name).
 template <typename T> std::string cpp_short_name() {
-    const char *mangled = typeid(T).name();
-    int status = 0;
-    char *demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-    std::string name = status == 0 && demangled ? demangled : mangled;
-    std::free(demangled);
+    std::string name = cpp_name<T>();
     if (size_t lt = name.find('<'); lt != std::string::npos)
         name.resize(lt);
     if (size_t colon = name.rfind("::"); colon != std::string::npos)
@@ -456,15 +461,6 @@ template <typename T, typename M> PyObject *view_of(PyObject *self, M T::*member
     cleanup.release();
     Py_DECREF(owner); // the view holds it now (or, on failure, the count goes with it)
     return r;
-}
-
-/// The demangled C++ name of T, for error messages.
-template <typename T> std::string cpp_name() {
-    int status = 0;
-    char *demangled = abi::__cxa_demangle(typeid(T).name(), nullptr, nullptr, &status);
-    std::string name = status == 0 && demangled ? demangled : typeid(T).name();
-    std::free(demangled);
-    return name;
 }
 
 /// A field's value could not be converted and nanobind said nothing (a type no caster and no
