@@ -157,3 +157,29 @@ def test_field_of_a_type_another_module_binds_later(mistakes_build):
         o.lates = [o.late]
         assert o.late is o.lates[0] and o.late.v == 4
     """)
+
+
+def test_replaced_pending_registries_raise(mistakes_build):
+    """Code that overwrites the registries of deferred annotations gets an exception at the
+    next binding, not a crash."""
+    _, build = mistakes_build
+    expect_ok(build, """
+        import tether
+        import mistake_late_field as a
+        a.Owner.__tether_pending__ = 5
+        try:
+            import mistake_late_type
+        except ImportError as e:
+            assert "__tether_pending__" in str(e.__cause__ or e), e
+        else:
+            raise AssertionError("imported")
+        tether._core._deferred_annotations = {}
+        import sys
+        sys.modules.pop("mistake_late_type", None)
+        try:
+            import mistake_late_type
+        except ImportError as e:
+            assert "_deferred_annotations" in str(e.__cause__ or e), e
+        else:
+            raise AssertionError("imported")
+    """)

@@ -5,6 +5,8 @@ import copy
 import pickle
 import sys
 import threading
+import types
+import weakref
 
 import pytest
 
@@ -278,6 +280,33 @@ class TestSubclasses:
         o = Local(4)
         o2 = pickle.loads(pickle.dumps(o))
         assert type(o2) is Local and o2.twice() == 8
+
+    def test_local_class_whatever_is_imported(self, monkeypatch):
+        """Importing cloudpickle (as Dask does) does not change what plain pickle writes."""
+        monkeypatch.setitem(sys.modules, "cloudpickle", sys.modules.get("cloudpickle")
+                            or types.ModuleType("cloudpickle"))
+
+        class Local(t.Inner):
+            def twice(self):
+                return 2 * self.value
+
+        o2 = pickle.loads(pickle.dumps(Local(4)))
+        assert type(o2) is Local and o2.twice() == 8
+
+    def test_cloudpickle_sends_a_local_body(self, monkeypatch):
+        """cloudpickle writes a local class's methods: a process that never saw the class
+        (here: this one, with the class forgotten) makes it from them."""
+        cloudpickle = pytest.importorskip("cloudpickle")
+
+        class Local(t.Inner):
+            def twice(self):
+                return 2 * self.value
+
+        data = cloudpickle.dumps(Local(4))
+        monkeypatch.setattr(_pickle, "_by_value", weakref.WeakValueDictionary())
+        o2 = pickle.loads(data)
+        assert type(o2) is not Local and type(o2).__qualname__ == Local.__qualname__
+        assert o2.twice() == 8 and isinstance(o2, t.Inner)
 
     def test_class_made_from_its_body(self):
         """A receiver without the class makes it once from bases and body."""

@@ -49,7 +49,9 @@ A Python subclass that pickle cannot find by name in another process (defined in
 ``__main__``, or inside a function) is named in pickles through a ``_ClassByValue``: the
 receiver uses the class of that name if it has one, else makes it from its bases and body
 (cloudpickle, which Dask and Ray use, cannot rebuild such a class itself: its metaclass,
-nanobind's ``nb_type``, is not importable by name).
+nanobind's ``nb_type``, is not importable by name). Plain pickle cannot write the functions
+of a class defined inside a function, so it leaves such a body out: the pickle loads in this
+process and in processes forked from it; cloudpickle (seen on the stack) sends the body.
 """
 import copy
 import hashlib
@@ -266,13 +268,25 @@ class _ClassByValue:
     def __reduce__(self):
         cls = self.cls
         body = _class_body(cls)
-        if "cloudpickle" not in sys.modules:
-            try:  # plain pickle names functions: a body it cannot write stays behind
-                pickle.dumps(body, pickle.HIGHEST_PROTOCOL)
-            except Exception:
+        try:  # plain pickle names functions: a body it cannot write stays behind
+            pickle.dumps(body, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            if not _cloudpickle_is_pickling():
                 body = None
         return (_class_by_value, (cls.__module__, cls.__qualname__, cls.__name__,
                                   cls.__bases__, body, self.uid))
+
+
+def _cloudpickle_is_pickling():
+    """True if the pickle being written is cloudpickle's (or a vendored copy's, as Ray's), which
+    writes local functions by value. What is imported does not decide: Dask imports cloudpickle
+    and still pickles with plain pickle first."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if "cloudpickle" in frame.f_globals.get("__name__", ""):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _class_by_value(module, qualname, name, bases, body, uid):

@@ -408,7 +408,11 @@ namespace detail {
 /// tether._core._deferred_annotations (a list), so that a type bound by another module
 /// resolves them too.
 inline nb::list types_with_deferred_annotations() {
-    return nb::borrow<nb::list>(nb::module_::import_("tether._core").attr("_deferred_annotations"));
+    nb::object types = nb::module_::import_("tether._core").attr("_deferred_annotations");
+    if (!PyList_CheckExact(types.ptr()))
+        throw nb::type_error("tether._core._deferred_annotations was replaced: it must stay the "
+                             "list tether made");
+    return nb::borrow<nb::list>(types);
 }
 
 /// Field `def` of `type` names a type not bound yet: its annotation is a forward reference
@@ -439,8 +443,9 @@ inline void defer_annotation(PyTypeObject *type, PyGetSetDef *def, bool own_doc,
             def->doc = (new std::string(std::string(def->name) + ": " +
                                         fields::describe(annotation)))
                            ->c_str(); // lives with the type, as the first one
-        nb::dict own = nb::borrow<nb::dict>(nb::getattr(cls, "__dict__")["__tether_pending__"]);
-        if (own.contains(def->name) && PyDict_DelItemString(own.ptr(), def->name) != 0)
+        nb::object own = nb::getattr(cls, "__dict__").attr("get")("__tether_pending__");
+        if (PyDict_CheckExact(own.ptr()) && PyDict_GetItemString(own.ptr(), def->name) &&
+            PyDict_DelItemString(own.ptr(), def->name) != 0)
             throw nb::python_error();
         return true;
     });
@@ -449,14 +454,25 @@ inline void defer_annotation(PyTypeObject *type, PyGetSetDef *def, bool own_doc,
 /// Retries every deferred annotation (a type was just bound).
 inline void resolve_deferred_annotations() {
     nb::list types = types_with_deferred_annotations();
-    if (types.size() == 0)
+    // A snapshot: resolving runs Python code, which may bind more types. (Tuples, not lists:
+    // GCC's -Wstringop-overflow misreads the free-threaded PyList_GET_SIZE's atomic load.)
+    nb::tuple snapshot = nb::steal<nb::tuple>(PyList_AsTuple(types.ptr()));
+    if (!snapshot.is_valid())
+        throw nb::python_error();
+    if (snapshot.size() == 0)
         return;
     nb::list still;
-    for (nb::handle cls : nb::list(types)) {
-        nb::dict pending = nb::borrow<nb::dict>(nb::getattr(cls, "__dict__")["__tether_pending__"]);
-        for (nb::handle resolve : nb::list(pending.values()))
+    for (nb::handle cls : snapshot) {
+        nb::object pending = nb::getattr(cls, "__dict__")["__tether_pending__"];
+        if (!PyDict_CheckExact(pending.ptr()))
+            throw nb::type_error("__tether_pending__ of a bound type was replaced: it must stay "
+                                 "the dict tether made");
+        nb::tuple resolvers = nb::steal<nb::tuple>(PySequence_Tuple(pending.attr("values")().ptr()));
+        if (!resolvers.is_valid())
+            throw nb::python_error();
+        for (nb::handle resolve : resolvers)
             resolve();
-        if (pending.size() != 0)
+        if (PyDict_Size(pending.ptr()) != 0)
             still.append(cls);
     }
     if (PyList_SetSlice(types.ptr(), 0, PY_SSIZE_T_MAX, still.ptr()) != 0)
