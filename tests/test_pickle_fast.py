@@ -125,9 +125,12 @@ class TestVectors:
         assert len(bufs) == 1 and bufs[0].raw().nbytes == 8000
         assert len(data) < 200
         assert pickle.loads(data, buffers=bufs).weights == s.weights
-        # the buffer is a snapshot: changing the field afterwards does not change it
-        s.weights = [0.0]
+        # the buffer is the vector's own memory: the field cannot be assigned while it lives
+        with pytest.raises(BufferError, match="Section.weights"):
+            s.weights = [0.0]
         assert pickle.loads(data, buffers=bufs).weights == weights(1000)
+        bufs[0].release()
+        s.weights = [0.0]
 
     def test_out_of_band_from_other_buffers(self):
         s = t.Section("w")

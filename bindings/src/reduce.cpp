@@ -21,11 +21,11 @@
 // _rebuild allocates cls and runs the bound C++ __init__ with ctor_names=ctor_values;
 // __setstate__ sets the rest after pickle memoized the object, so sharing and cycles survive.
 //
-// Numeric vectors: a field annotated list[float] / list[int] whose C++ member is found to be
-// a std::vector of an arithmetic type (a one-time probe of the member's memory, see
-// probe_read/probe_write) is read as one bytes snapshot (a memcpy) instead of a list of
-// numbers, handed to pickle as a PickleBuffer with protocol 5 (out of band with a
-// buffer_callback), and written back with one memcpy.
+// Numeric vectors: a field def_field registered as a std::vector of numbers (its typed
+// functions, python.h VectorField) goes as its memory instead of a list of numbers: with
+// protocol 5 a PickleBuffer over the vector itself (out of band with a buffer_callback; no
+// copy, see vector_fields.cpp for what holds while it lives), with older protocols one bytes
+// copy; loading copies the buffer into a new vector (one memcpy).
 #include <tether/nanobind.h>
 
 #include <cstring>
@@ -134,22 +134,6 @@ bool has_dict(PyTypeObject *tp) {
     return tp->tp_dictoffset != 0;
 }
 
-// ---- numeric vectors --------------------------------------------------------------------------
-
-/// What a field's C++ member is, learned once per (getter, closure): the pair names one
-/// template instance get<T, M> and one member, so one C++ type at one offset.
-struct VecInfo {
-    enum State : uint8_t { unknown, vector, other } state = unknown;
-    uint8_t elsize = 0;
-};
-struct KeyHash {
-    size_t operator()(const std::pair<void *, void *> &k) const noexcept {
-        return std::hash<void *>()(k.first) * 31 + std::hash<void *>()(k.second);
-    }
-};
-std::unordered_map<std::pair<void *, void *>, VecInfo, KeyHash> g_vec_info;
-std::mutex g_vec_mutex;
-
 /// Vectors shorter than this go as lists: a PickleBuffer costs more than a few numbers.
 constexpr Py_ssize_t min_vector_items = 64;
 
@@ -166,7 +150,8 @@ struct Entry {
     void *closure = nullptr;
     bool readonly = false, slot = false, param_default = false;
     int param = -1;   // >= 0: a constructor parameter of the same name
-    int numeric = 0;  // 1: annotated list[float], 2: list[int] (a std::vector candidate)
+    int numeric = 0;  // 1: annotated list[float], 2: list[int] (0: or named in __tether_list_fields__)
+    const py::VectorField *vec = nullptr; // a numeric std::vector field, numeric != 0
 };
 
 struct Names {
@@ -226,6 +211,10 @@ bool build_entry(PyTypeObject *tp, Entry &e) {
     }
     if (e.access != Access::getset)
         e.numeric = 0;
+    // what def_field registered for this very descriptor (vector_fields.cpp): the member's
+    // C++ type is known, never guessed
+    e.vec = e.numeric ? py::vector_field(reinterpret_cast<PyGetSetDescrObject *>(e.descr)->d_getset)
+                      : nullptr;
     return true;
 }
 
@@ -372,283 +361,163 @@ int write_entry(PyObject *self, const Entry &e, PyObject *v) {
     }
 }
 
-// ---- numeric vectors: probe, snapshot, assign -------------------------------------------------
+// ---- numeric vectors: buffers out, one copy in ------------------------------------------------
+//
+// A field registered by def_field as a numeric vector (python.h, VectorField; its table knows
+// the member's C++ type) and annotated list[float] / list[int] (so not named in
+// __tether_list_fields__) is pickled as its memory: with protocol 5 a PickleBuffer over the
+// vector itself (vector_fields.cpp: no copy; writes from Python raise BufferError while it
+// lives), with older protocols one bytes copy. Loading copies a buffer into a new vector.
 
-struct VecView { // the three words of a std::vector (libstdc++ and libc++ alike)
-    char *begin, *end, *cap;
-};
-
-/// The member's address inside the C++ object of `self`, or nullptr. The closure of a
-/// tether field is the member pointer's bits (fields.h, Field): for a data member, its
-/// offset in T. Used only after a probe confirmed that reading there gives the field.
-char *member_address(PyObject *self, const Entry &e) {
-    Object *o = py::object_of(self);
-    if (!o)
-        return nullptr;
-    ptrdiff_t offset;
-    static_assert(sizeof offset == sizeof e.closure);
-    std::memcpy(&offset, &e.closure, sizeof offset);
-    return reinterpret_cast<char *>(o) + offset;
-}
-
-VecInfo vec_info(const Entry &e) {
-    MaybeLock lock(g_vec_mutex);
-    auto it = g_vec_info.find({reinterpret_cast<void *>(e.get), e.closure});
-    return it == g_vec_info.end() ? VecInfo{} : it->second;
-}
-void set_vec_info(const Entry &e, VecInfo info) {
-    MaybeLock lock(g_vec_mutex);
-    g_vec_info[{reinterpret_cast<void *>(e.get), e.closure}] = info;
-}
-
-/// Do the member's bytes hold `list` (a list of numbers just read from, or written to, the
-/// field) as a std::vector? Returns the element size, or 0 if not.
-int matches_vector(PyObject *self, const Entry &e, PyObject *list) {
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    if (n < 2)
-        return 0;
-    // The nanobind instance must point at the object tether knows (no base adjustment).
-    if (nb::inst_ptr<void>(nb::handle(self)) != static_cast<void *>(py::object_of(self)))
-        return 0;
-    std::vector<double> fvals;
-    std::vector<long long> ivals;
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject *x = PyList_GET_ITEM(list, i);
-        if (e.numeric == 1) {
-            if (!PyFloat_CheckExact(x))
-                return 0;
-            fvals.push_back(PyFloat_AS_DOUBLE(x));
-        } else {
-            if (!PyLong_CheckExact(x))
-                return 0;
-            int overflow = 0;
-            long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
-            if (overflow || (v == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return 0;
-            }
-            ivals.push_back(v);
-        }
-    }
-    py::WrapperLock lock(self);
-    char *addr = member_address(self, e);
-    if (!addr)
-        return 0;
-    VecView v;
-    std::memcpy(&v, addr, sizeof v);
-    if (!v.begin || v.end < v.begin || v.cap < v.end)
-        return 0;
-    size_t bytes = size_t(v.end - v.begin);
-    if (bytes % size_t(n))
-        return 0;
-    size_t el = bytes / size_t(n);
-    if (e.numeric == 1) {
-        if (el != sizeof(double) && el != sizeof(float))
-            return 0;
-        if (reinterpret_cast<uintptr_t>(v.begin) % el)
-            return 0;
-        for (Py_ssize_t i = 0; i < n; ++i) {
-            double d = el == sizeof(double) ? reinterpret_cast<double *>(v.begin)[i]
-                                            : (double) reinterpret_cast<float *>(v.begin)[i];
-            if (std::memcmp(&d, &fvals[size_t(i)], sizeof d) != 0)
-                return 0;
-        }
-    } else {
-        if (el != 1 && el != 2 && el != 4 && el != 8)
-            return 0;
-        if (reinterpret_cast<uintptr_t>(v.begin) % el)
-            return 0;
-        for (Py_ssize_t i = 0; i < n; ++i) {
-            long long want = ivals[size_t(i)];
-            const char *p = v.begin + size_t(i) * el;
-            // the low `el` bytes of the value (little endian), whatever the signedness
-            unsigned long long bits = 0;
-            std::memcpy(&bits, p, el);
-            unsigned long long wbits = (unsigned long long) want;
-            if (el < 8)
-                wbits &= (1ull << (8 * el)) - 1;
-            if (bits != wbits)
-                return 0;
-        }
-    }
-    return int(el);
-}
-
-/// First read of a candidate field: `list` is what the getter gave; learn whether the member
-/// is a std::vector of numbers.
-void probe_read(PyObject *self, const Entry &e, PyObject *list) {
-    if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) < 2)
-        return; // nothing to learn from
-    int el = matches_vector(self, e, list);
-    set_vec_info(e, el ? VecInfo{VecInfo::vector, uint8_t(el)} : VecInfo{VecInfo::other, 0});
-}
-
-/// First write of a buffer into a candidate field of a fresh object: write a known list
-/// through the setter and look. Returns the VecInfo learned (state unknown on error).
-VecInfo probe_write(PyObject *self, const Entry &e) {
-    Ref_ probe(e.numeric == 1 ? Py_BuildValue("[ddd]", 1.5, -2.25, 3.0)
-                              : Py_BuildValue("[iii]", 1, 2, 3));
-    if (!probe)
-        return {};
-    if (e.set(self, probe.p, e.closure) != 0) {
-        PyErr_Clear();
-        return {};
-    }
-    int el = matches_vector(self, e, probe.p);
-    VecInfo info = el ? VecInfo{VecInfo::vector, uint8_t(el)} : VecInfo{VecInfo::other, 0};
-    set_vec_info(e, info);
-    return info;
-}
-
-/// The member as one bytes object (a snapshot: the object may change after), or nullptr
-/// with no exception when it is too short to be worth it.
-PyObject *vector_snapshot(PyObject *self, const Entry &e, int protocol, bool *error) {
-    PyObject *bytes = nullptr;
+/// The vector's item count, or -1 with an exception (the wrapper is unusable).
+Py_ssize_t vector_items(PyObject *self, const Entry &e) {
+    size_t count = 0;
+    bool usable;
     {
         py::WrapperLock lock(self);
-        char *addr = member_address(self, e);
-        if (!addr) {
-            *error = true;
-            return nullptr;
+        Object *o = py::object_of(self);
+        usable = o != nullptr;
+        if (usable) {
+            void *member;
+            const void *items;
+            e.vec->data(o, e.vec->closure, &member, &items, &count);
         }
-        VecView v;
-        std::memcpy(&v, addr, sizeof v);
-        size_t n = size_t(v.end - v.begin);
-        VecInfo info = vec_info(e);
-        if (Py_ssize_t(n / info.elsize) < min_vector_items)
-            return nullptr;
-        bytes = PyBytes_FromStringAndSize(v.begin, Py_ssize_t(n)); // no Python code runs
     }
-    if (!bytes) {
-        *error = true;
-        return nullptr;
-    }
-    if (protocol < 5)
-        return bytes;
-    PyObject *pb = PyPickleBuffer_FromObject(bytes);
-    Py_DECREF(bytes);
-    if (!pb)
-        *error = true;
-    return pb;
-}
-
-template <typename U> int assign_as(PyObject *self, const Entry &e, const char *data, size_t n) {
-    std::vector<U> incoming;
-    size_t count = n / sizeof(U);
-    if (reinterpret_cast<uintptr_t>(data) % alignof(U) == 0) {
-        incoming.assign(reinterpret_cast<const U *>(data), reinterpret_cast<const U *>(data) + count);
-    } else {
-        incoming.resize(count);
-        std::memcpy(incoming.data(), data, n);
-    }
-    {
-        py::WrapperLock lock(self);
-        char *addr = member_address(self, e);
-        if (!addr) {
-            py::raise_unusable(self);
-            return -1;
-        }
-        std::swap(*reinterpret_cast<std::vector<U> *>(addr), incoming);
-    }
-    return 0; // the old vector is released here, outside the lock
-}
-
-/// Write a buffer (bytes, bytearray, memoryview, PickleBuffer...) into a vector field.
-/// Returns 1 if done, 0 if the field is not a known vector (the caller converts), -1 error.
-int assign_vector(PyObject *self, const Entry &e, PyObject *value) {
-    VecInfo info = vec_info(e);
-    if (info.state == VecInfo::unknown)
-        info = probe_write(self, e);
-    if (info.state != VecInfo::vector)
-        return 0;
-    Py_buffer view;
-    if (PyObject_GetBuffer(value, &view, PyBUF_C_CONTIGUOUS) != 0)
+    if (!usable) {
+        py::raise_unusable(self);
         return -1;
-    int rc;
-    if (view.len % info.elsize) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s.%U: a buffer of %zd bytes is not a whole number of %d-byte items",
-                     Py_TYPE(self)->tp_name, e.name.p, view.len, int(info.elsize));
-        rc = -1;
-    } else {
-        const char *p = static_cast<const char *>(view.buf);
-        size_t n = size_t(view.len);
-        try {
-            switch (info.elsize) {
-            case 1: rc = assign_as<uint8_t>(self, e, p, n); break;
-            case 2: rc = assign_as<uint16_t>(self, e, p, n); break;
-            case 4:
-                rc = e.numeric == 1 ? assign_as<float>(self, e, p, n)
-                                    : assign_as<uint32_t>(self, e, p, n);
-                break;
-            default:
-                rc = e.numeric == 1 ? assign_as<double>(self, e, p, n)
-                                    : assign_as<uint64_t>(self, e, p, n);
-            }
-            rc = rc == 0 ? 1 : -1;
-        } catch (const std::bad_alloc &) {
-            PyErr_NoMemory();
-            rc = -1;
+    }
+    return Py_ssize_t(count);
+}
+
+/// Protocols 0 to 4: the vector as one bytes object (a snapshot).
+PyObject *vector_bytes(PyObject *self, const Entry &e) {
+    PyObject *bytes = nullptr;
+    bool usable;
+    {
+        py::WrapperLock lock(self);
+        Object *o = py::object_of(self);
+        usable = o != nullptr;
+        if (usable) {
+            void *member;
+            const void *items;
+            size_t count;
+            e.vec->data(o, e.vec->closure, &member, &items, &count);
+            // allocates, runs no Python code (bytes are not tracked by the collector)
+            bytes = PyBytes_FromStringAndSize(static_cast<const char *>(items),
+                                              Py_ssize_t(count * e.vec->itemsize));
         }
     }
+    if (!usable)
+        return py::raise_unusable(self);
+    return bytes;
+}
+
+/// Read one entry for pickling: a vector field as a buffer when it is long enough.
+PyObject *read_entry_for_pickle(PyObject *self, const Entry &e, int protocol) {
+    if (!e.vec)
+        return read_entry(self, e);
+    Py_ssize_t n = vector_items(self, e);
+    if (n < 0)
+        return nullptr;
+    if (n < min_vector_items)
+        return read_entry(self, e); // a few numbers: a list costs less than a buffer
+    if (protocol < 5)
+        return vector_bytes(self, e);
+    Ref_ exporter(py::export_vector(self, e.vec)); // the vector's own memory, no copy
+    if (!exporter)
+        return nullptr;
+    return PyPickleBuffer_FromObject(exporter.p);
+}
+
+/// 'f', 'i' or 'u' for a struct-module item code, 0 for anything else.
+char kind_of_code(char c) {
+    switch (c) {
+    case 'e': case 'f': case 'd': return 'f';
+    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n': return 'i';
+    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N': return 'u';
+    default: return 0;
+    }
+}
+
+/// Checks a buffer given for vector field `e`: raw bytes (format 'B', 'b' or 'c') of a whole
+/// number of items, or items of the field's own kind and size, C-contiguous, native order.
+bool check_vector_buffer(PyObject *self, const Entry &e, const Py_buffer &view) {
+    const char *type = Py_TYPE(self)->tp_name;
+    if (!PyBuffer_IsContiguous(&view, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%s.%U: the buffer is not C-contiguous", type, e.name.p);
+        return false;
+    }
+    const char *fmt = view.format ? view.format : "B";
+    if (*fmt == '@' || *fmt == '=' || *fmt == '<')
+        ++fmt; // native or little-endian (every platform tether builds on)
+    bool raw = view.itemsize == 1 && (fmt[0] == 'B' || fmt[0] == 'b' || fmt[0] == 'c') &&
+               fmt[1] == 0;
+    if (!raw && (fmt[1] != 0 || kind_of_code(fmt[0]) != e.vec->kind ||
+                 view.itemsize != Py_ssize_t(e.vec->itemsize))) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s.%U: a buffer of '%s' items (%zd bytes each) cannot fill a vector of "
+                     "'%c' (%d bytes each)",
+                     type, e.name.p, view.format ? view.format : "B", view.itemsize,
+                     e.vec->format, int(e.vec->itemsize));
+        return false;
+    }
+    if (view.len % Py_ssize_t(e.vec->itemsize)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s.%U: a buffer of %zd bytes is not a whole number of %d-byte items", type,
+                     e.name.p, view.len, int(e.vec->itemsize));
+        return false;
+    }
+    return true;
+}
+
+/// Write a buffer (bytes, bytearray, memoryview, PickleBuffer...) into a vector field: one
+/// copy into a new std::vector. 0 done, -1 error.
+int assign_vector(PyObject *self, const Entry &e, PyObject *value) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(value, &view, PyBUF_RECORDS_RO) != 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) { // e.g. an indirect (PIL-style) one
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s.%U: cannot read a %s as a plain buffer",
+                         Py_TYPE(self)->tp_name, e.name.p, Py_TYPE(value)->tp_name);
+        }
+        return -1;
+    }
+    int rc = -1;
+    if (check_vector_buffer(self, e, view))
+        rc = e.vec->assign(self, e.vec->closure, view.buf,
+                           size_t(view.len) / e.vec->itemsize);
     PyBuffer_Release(&view);
     return rc;
 }
 
-/// A buffer given to a field that is not a known vector: as a list of its numbers.
-PyObject *buffer_as_list(PyObject *value, int numeric, int elsize) {
+/// A buffer given to a list[float] / list[int] field that is no vector this build knows (a
+/// std::vector with its own allocator, a std::list...): as a list of its numbers.
+PyObject *buffer_as_list(PyObject *value, int numeric) {
     Ref_ mv(PyMemoryView_FromObject(value));
     if (!mv)
         return nullptr;
-    const char *fmt = numeric == 1 ? (elsize == 4 ? "f" : "d")
-                                   : (elsize == 1 ? "b" : elsize == 2 ? "h" : elsize == 4 ? "i" : "q");
-    Ref_ cast(PyObject_CallMethod(mv.p, "cast", "s", fmt));
-    if (!cast)
-        return nullptr;
-    return PyObject_CallMethod(cast.p, "tolist", nullptr);
+    Py_buffer *b = PyMemoryView_GET_BUFFER(mv.p);
+    if (!b->format || std::strcmp(b->format, "B") == 0) { // raw bytes: 8-byte items
+        Ref_ cast(PyObject_CallMethod(mv.p, "cast", "s", numeric == 1 ? "d" : "q"));
+        if (!cast)
+            return nullptr;
+        return PyObject_CallMethod(cast.p, "tolist", nullptr);
+    }
+    return PyObject_CallMethod(mv.p, "tolist", nullptr);
 }
 
 /// Set one entry from a state value, taking the buffer path for vector fields.
 int set_entry_value(PyObject *self, const Entry &e, PyObject *v) {
     if (e.numeric && !PyList_CheckExact(v) && PyObject_CheckBuffer(v)) {
-        int rc = assign_vector(self, e, v);
-        if (rc != 0)
-            return rc < 0 ? -1 : 0;
-        VecInfo info = vec_info(e);
-        Ref_ list(buffer_as_list(v, e.numeric, info.elsize ? info.elsize : 8));
+        if (e.vec && e.set)
+            return assign_vector(self, e, v);
+        Ref_ list(buffer_as_list(v, e.numeric));
         if (!list)
             return -1;
         return write_entry(self, e, list.p);
     }
     return write_entry(self, e, v);
-}
-
-/// Read one entry for pickling: a vector field as a buffer when it is long enough.
-PyObject *read_entry_for_pickle(PyObject *self, const Entry &e, int protocol) {
-    if (e.numeric) {
-        VecInfo info = vec_info(e);
-        if (info.state == VecInfo::vector) {
-            bool error = false;
-            PyObject *snap = vector_snapshot(self, e, protocol, &error);
-            if (snap || error) {
-                if (error && !PyErr_Occurred())
-                    py::raise_unusable(self);
-                return snap;
-            }
-        } else if (info.state == VecInfo::unknown) {
-            PyObject *v = read_entry(self, e);
-            if (!v)
-                return nullptr;
-            probe_read(self, e, v);
-            if (vec_info(e).state == VecInfo::vector && PyList_CheckExact(v) &&
-                PyList_GET_SIZE(v) >= min_vector_items) {
-                Py_DECREF(v); // learned just now: this value goes as a buffer already
-                return read_entry_for_pickle(self, e, protocol);
-            }
-            return v;
-        }
-    }
-    return read_entry(self, e);
 }
 
 // ---- the names tuples -------------------------------------------------------------------------
@@ -1319,15 +1188,10 @@ PyObject *meth_deepcopy(PyObject *self, PyObject *memo) {
 // ---- introspection for tests ------------------------------------------------------------------
 
 PyObject *fn_vector_fields(PyObject *, PyObject *) {
-    MaybeLock lock(g_vec_mutex);
-    Py_ssize_t vec = 0, other = 0;
-    for (auto &kv : g_vec_info) {
-        if (kv.second.state == VecInfo::vector)
-            ++vec;
-        else if (kv.second.state == VecInfo::other)
-            ++other;
-    }
-    return Py_BuildValue("{s:n,s:n}", "vector", vec, "other", other);
+    size_t fields = 0, exports = 0;
+    py::vector_field_stats(&fields, &exports);
+    return Py_BuildValue("{s:n,s:n}", "vector", Py_ssize_t(fields), "exports",
+                         Py_ssize_t(exports));
 }
 
 PyObject *fn_clear_layouts(PyObject *, PyObject *) {
@@ -1357,7 +1221,7 @@ PyMethodDef g_module_defs[] = {
      "_rebuild(cls, names, *values): a new cls made by its bound C++ __init__ with "
      "names=values (pickle's constructor for tether objects)."},
     {"_reduce_vector_fields", fn_vector_fields, METH_NOARGS,
-     "How many fields the reducer found to be std::vector of numbers, and not."},
+     "Numeric std::vector fields registered by def_field, and buffers of them alive."},
     {"_reduce_clear_layouts", fn_clear_layouts, METH_NOARGS,
      "Drop the reducer's per-type layouts (tests)."},
     {nullptr, nullptr, 0, nullptr}};

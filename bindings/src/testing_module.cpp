@@ -137,6 +137,7 @@ void bind_document_types(nb::module_ &m); // testing_document.cpp
 void bind_override_types(nb::module_ &m); // testing_overrides.cpp
 void bind_thread_types(nb::module_ &m);   // testing_threads.cpp
 void bind_cycle_types(nb::module_ &m);    // testing_cycles.cpp
+void bind_vector_types(nb::module_ &m);   // testing_vectors.cpp
 
 static void bind_value_types(nb::module_ &m) {
     using namespace tt;
@@ -358,6 +359,7 @@ NB_MODULE(testing, m) {
     bind_override_types(m);
     bind_document_types(m);
     bind_cycle_types(m);
+    bind_vector_types(m);
     bind_thread_types(m);
     tether::check_bindings("tether.testing"); // tether_add_module's init does this itself
 }

@@ -859,6 +859,54 @@ struct Writer<S, std::enable_if_t<std::is_same_v<S, std::string> && converted_v<
     }
 };
 
+// ---- numeric vectors (pickle's buffers; python.h, "numeric vector fields") --------------------
+
+/// std::vector<U> of a number type the buffer protocol names (not bool, not a character
+/// type), with the standard allocator: its memory can be handed to pickle and replaced.
+template <typename M> struct numeric_vector : std::false_type {};
+template <typename U> struct numeric_vector<std::vector<U, std::allocator<U>>> {
+    static constexpr bool value =
+        std::is_same_v<U, float> || std::is_same_v<U, double> || std::is_same_v<U, signed char> ||
+        std::is_same_v<U, unsigned char> || std::is_same_v<U, short> ||
+        std::is_same_v<U, unsigned short> || std::is_same_v<U, int> ||
+        std::is_same_v<U, unsigned int> || std::is_same_v<U, long> ||
+        std::is_same_v<U, unsigned long> || std::is_same_v<U, long long> ||
+        std::is_same_v<U, unsigned long long>;
+};
+
+/// The struct-module code of U (native size and alignment).
+template <typename U> constexpr char format_of() {
+    if constexpr (std::is_same_v<U, float>)
+        return 'f';
+    else if constexpr (std::is_same_v<U, double>)
+        return 'd';
+    else {
+        constexpr bool s = std::is_signed_v<U>;
+        static_assert(sizeof(U) == 1 || sizeof(U) == 2 || sizeof(U) == 4 || sizeof(U) == 8,
+                      "an integer of 1, 2, 4 or 8 bytes");
+        if constexpr (sizeof(U) == 1)
+            return s ? 'b' : 'B';
+        else if constexpr (sizeof(U) == 2)
+            return s ? 'h' : 'H';
+        else if constexpr (sizeof(U) == 4)
+            return s ? 'i' : 'I';
+        else
+            return s ? 'q' : 'Q';
+    }
+}
+
+/// A write to a field whose vector is exported (the setter, or VectorOps::assign).
+template <typename T, typename M>
+__attribute__((noinline, cold)) void raise_exported(PyObject *self, void *closure) noexcept {
+    const char *owner, *name;
+    field_names(self, &get<T, M>, closure, &owner, &name);
+    PyErr_Format(PyExc_BufferError,
+                 "%s.%s: cannot assign the field while a buffer of its memory is exported "
+                 "(a pickle.PickleBuffer or memoryview from pickling the object is alive); "
+                 "release it first",
+                 owner, name);
+}
+
 template <typename T, typename M> int set(PyObject *self, PyObject *value, void *closure) noexcept {
     M T::*const member = Field<T, M>::member(closure);
     const char *owner, *name;
@@ -874,6 +922,7 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
     nb::detail::cleanup_list cleanup(self);
     const uint32_t flags = (uint32_t) nb::detail::cast_flags::convert;
     int rv = -1;
+    bool exported = false;
     // Swaps `incoming` into the field; `incoming` then holds the old value, released by the
     // caller outside the lock.
     auto store = [&](M &incoming) {
@@ -883,11 +932,17 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
             // (__index__, __float__, a sequence's __getitem__) that moved self's object
             // into C++, where it may already be gone.
             if (T *t = self_object<T>(self)) {
-                std::swap(t->*member, incoming);
-                rv = 0;
+                if constexpr (numeric_vector<M>::value)
+                    exported = py::vector_exported(&(t->*member)); // pickle handed it out
+                if (!exported) {
+                    std::swap(t->*member, incoming);
+                    rv = 0;
+                }
             }
         }
-        if (rv != 0)
+        if (exported)
+            raise_exported<T, M>(self, closure);
+        else if (rv != 0)
             py::raise_unusable(self);
     };
     try {
@@ -926,6 +981,63 @@ template <typename T, typename M> int set(PyObject *self, PyObject *value, void 
     cleanup.release();
     return rv;
 }
+
+/// The typed functions of a numeric vector field M = std::vector<U> of T (python.h,
+/// VectorField), registered by def_field for the C++ reducer.
+template <typename T, typename M> struct VectorOps {
+    using U = typename M::value_type;
+
+    static void data(Object *holder, void *closure, void **member, const void **items,
+                     size_t *count) noexcept {
+        M &v = static_cast<T *>(holder)->*Field<T, M>::member(closure);
+        *member = &v;
+        *items = v.data();
+        *count = v.size();
+    }
+
+    static int assign(PyObject *self, void *closure, const void *src, size_t count) noexcept {
+        M incoming;
+        try { // one copy, outside the lock: a std::vector owns its memory
+            if (reinterpret_cast<uintptr_t>(src) % alignof(U) == 0) {
+                const U *first = static_cast<const U *>(src);
+                incoming.assign(first, first + count);
+            } else {
+                incoming.resize(count);
+                std::memcpy(incoming.data(), src, count * sizeof(U));
+            }
+        } catch (const std::exception &) { // bad_alloc, length_error
+            PyErr_NoMemory();
+            return -1;
+        }
+        int rv = -1;
+        bool exported = false;
+        {
+            py::WrapperLock lock(self); // as set() does
+            if (T *t = self_object<T>(self)) {
+                M &v = t->*Field<T, M>::member(closure);
+                exported = py::vector_exported(&v);
+                if (!exported) {
+                    v.swap(incoming);
+                    rv = 0;
+                }
+            }
+        }
+        if (exported)
+            raise_exported<T, M>(self, closure);
+        else if (rv != 0)
+            py::raise_unusable(self);
+        return rv; // the old items are freed here, outside the lock
+    }
+
+    /// A table for the member `closure` names; lives with the type, as its PyGetSetDef.
+    static const py::VectorField *make(void *closure) {
+        return new py::VectorField{uint32_t(sizeof(py::VectorField)), format_of<U>(),
+                                   std::is_floating_point_v<U> ? 'f'
+                                   : std::is_signed_v<U>       ? 'i'
+                                                               : 'u',
+                                   uint16_t(sizeof(U)), closure, &data, &assign};
+    }
+};
 
 } // namespace fields
 } // namespace tether

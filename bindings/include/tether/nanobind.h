@@ -721,6 +721,10 @@ private:
                                           &detail::trace_field<T, M>,
                                           fields::Field<T, M>::closure(member)) != 0)
                 throw nb::python_error();
+        if constexpr (fields::numeric_vector<M>::value) // pickle takes its memory as a buffer
+            if (py::register_vector_field(def, fields::VectorOps<T, M>::make(
+                                                   fields::Field<T, M>::closure(member))) != 0)
+                throw nb::python_error();
         return *this;
     }
 };

@@ -253,4 +253,57 @@ TETHER_API void apply_deferred() noexcept;
 TETHER_API bool begin_python_call() noexcept;
 TETHER_API void end_python_call() noexcept;
 
+
+// ---- numeric vector fields: typed access for pickle (bindings/src/vector_fields.cpp) ---------
+//
+// A def_field of type std::vector<U> (U arithmetic, not bool, the standard allocator) is
+// registered with a table of functions compiled for its T and U (fields.h, VectorOps), so
+// the C++ reducer (bindings/src/reduce.cpp) reads and writes the member by its real type
+// instead of converting it to a list of Python numbers. Pickle protocol 5 gets a read-only
+// buffer over the vector's own memory (no copy): while such an export is alive, every write
+// from Python to that member (the field's setter, __setstate__) raises BufferError, as
+// resizing an exported bytearray does, so the memory a view points at is never freed behind
+// it. C++ code that resizes the vector meanwhile breaks the view, as with nanobind's
+// reference_internal views (docs/processes.md).
+
+/// The typed functions of one numeric vector field. `closure` is the field's getset closure
+/// (the member pointer's bits, fields.h Field), passed back to every function.
+struct VectorField {
+    uint32_t size;     ///< sizeof(VectorField) of the module that registered it (grows at the end)
+    char format;       ///< the struct-module code of U: 'd', 'f', 'b', 'B', 'h', 'H', 'i', ...
+    char kind;         ///< 'f' floating point, 'i' signed integer, 'u' unsigned integer
+    uint16_t itemsize; ///< sizeof(U)
+    void *closure;
+    /// The vector's address, items and count inside `holder` (a T). The caller holds the
+    /// owning wrapper's lock (WrapperLock) or otherwise knows no one writes the member.
+    void (*data)(Object *holder, void *closure, void **member, const void **items,
+                 size_t *count) noexcept;
+    /// Replaces the vector of the object of wrapper `self` by `count` items copied from
+    /// `src` (one copy into a new std::vector, swapped in under the wrapper's lock, the old
+    /// one freed outside it). -1 with BufferError while the member is exported, MemoryError,
+    /// or the error of an unusable wrapper.
+    int (*assign)(PyObject *self, void *closure, const void *src, size_t count) noexcept;
+};
+
+/// Records `field` for the getset definition `def` (called by def_field at binding time;
+/// both live with the type). Returns 0, or -1 with an exception set.
+TETHER_API int register_vector_field(const PyGetSetDef *def, const VectorField *field) noexcept;
+
+/// The table registered for `def`, or nullptr (not a numeric vector field).
+TETHER_API const VectorField *vector_field(const PyGetSetDef *def) noexcept;
+
+/// True while a buffer over the vector at `member` is exported. The field's writers call it
+/// under the wrapper's lock, where exports begin. HOT only as far as vector writes go: one
+/// atomic load when nothing is exported anywhere.
+TETHER_API bool vector_exported(const void *member) noexcept;
+
+/// A new object exporting (buffer protocol, read-only, C-contiguous, format `field->format`)
+/// the items of `field` in the object of wrapper `self`, without copying them. It holds a
+/// reference to `self` and a strong count of its C++ object; each buffer taken from it counts
+/// as an export of the member until released. nullptr with an exception on failure.
+TETHER_API PyObject *export_vector(PyObject *self, const VectorField *field) noexcept;
+
+/// Registered numeric vector fields and live exports (tests, tether._core._reduce_vector_fields).
+TETHER_API void vector_field_stats(size_t *fields, size_t *exports) noexcept;
+
 } // namespace tether::py
