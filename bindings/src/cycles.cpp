@@ -160,13 +160,6 @@ PyType_Spec probe_spec = {"tether._CycleProbe", sizeof(ProbeObject), 0,
 void calibrate() noexcept {
     if (g_calibrated.load(std::memory_order_acquire) != 0)
         return;
-#if PY_VERSION_HEX >= 0x030E0000
-    // 3.14 and newer: not verified. On Debian's 3.14 the collection tests found cycles only
-    // partly collected with the calibrated rule; until the rule is checked against its
-    // collector (incremental in 3.14.0-3.14.4, generational again from 3.14.5), nothing is
-    // reported: cycles through C++ leak there, as before, and nothing live can be collected.
-    return;
-#endif
     static PyObject *probe_type = nullptr;
     if (!probe_type && !(probe_type = PyType_FromSpec(&probe_spec))) {
         PyErr_Clear();
