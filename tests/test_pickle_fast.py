@@ -2,8 +2,11 @@
 """The C++ reducer (bindings/src/reduce.cpp): its format, numeric vectors as buffers, user
 overrides, layouts that follow their class, classes sent by value, and bad input."""
 import copy
+import gc
 import pickle
+import subprocess
 import sys
+import textwrap
 import threading
 import types
 import weakref
@@ -197,6 +200,263 @@ class TestVectors:
         with pytest.raises(TypeError):
             fresh.__setstate__((None, ("text",), b"abc"))
 
+
+# ---- numeric vectors without a copy (bindings/src/vector_fields.cpp, invariants V1-V3) ---------
+
+# (field, struct code, values): every number type tether.testing.Samples has, with its limits
+SAMPLES = [
+    ("f32", "f", [0.5 * i - 20.0 for i in range(98)] + [3.4028234663852886e38, -1.5e-45]),
+    ("f64", "d", [0.1 * i for i in range(98)] + [1.7976931348623157e308, -5e-324]),
+    ("i8", "b", [i % 256 - 128 for i in range(100)]),
+    ("i16", "h", [-(2 ** 15), 2 ** 15 - 1] + list(range(-49, 49))),
+    ("i32", "i", [-(2 ** 31), 2 ** 31 - 1] + list(range(-49, 49))),
+    ("i64", "q", [-(2 ** 63), 2 ** 63 - 1] + list(range(-49, 49))),
+    ("u8", "B", [i % 256 for i in range(100)]),
+    ("u16", "H", [0, 2 ** 16 - 1] + list(range(98))),
+    ("u32", "I", [0, 2 ** 32 - 1] + list(range(98))),
+    ("u64", "Q", [0, 2 ** 64 - 1] + list(range(98))),
+]
+
+
+def samples():
+    s = t.Samples()
+    for name, _, values in SAMPLES:
+        setattr(s, name, values)
+    return s
+
+
+def child(body, timeout=120):
+    """Runs `body` in a new interpreter (a crash fails this test, not the suite)."""
+    code = "import gc, pickle, tether\nfrom tether import testing as t\n" + \
+        textwrap.dedent(body) + "\nprint('OK')\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    assert proc.stdout.strip().endswith("OK")
+
+
+def exports():
+    return tether._core._reduce_vector_fields()["exports"]
+
+
+class TestVectorBuffers:
+    """Protocol 5 hands pickle the vector's own memory: one buffer per field, no copy."""
+
+    def test_one_buffer_for_a_million(self):
+        s = t.Section("w")
+        s.weights = [0.5 * i for i in range(1_000_000)]
+        bufs = []
+        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        assert len(bufs) == 1 and len(data) < 300
+        raw = bufs[0].raw()
+        assert raw.nbytes == 8_000_000 and raw.readonly
+        assert memoryview(bufs[0]).format == "d" and memoryview(bufs[0])[999_999] == 499_999.5
+        back = pickle.loads(data, buffers=bufs)
+        assert back.weights == s.weights
+        del raw, bufs
+        assert exports() == 0
+
+    def test_no_copy(self):
+        """Two dumps of one object export the same memory (a copy would have its own)."""
+        np = pytest.importorskip("numpy")
+        s = t.Section("w")
+        s.weights = weights(1000)
+        a, b = [], []
+        pickle.dumps(s, 5, buffer_callback=a.append)
+        pickle.dumps(s, 5, buffer_callback=b.append)
+        pa, pb = (np.frombuffer(x, dtype=np.float64) for x in (a[0], b[0]))
+        assert pa.ctypes.data == pb.ctypes.data
+        assert pa.tolist() == weights(1000)
+        del pa, pb, a, b
+
+    @pytest.mark.parametrize("how", ["oob", "inband5", "pickle4", "pickle2", "copy", "deepcopy"])
+    def test_every_number_type_exactly(self, how):
+        s = samples()
+        if how == "oob":
+            bufs = []
+            data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+            assert len(bufs) == len(SAMPLES)
+            assert sorted(memoryview(b).format for b in bufs) == sorted(c for _, c, _ in SAMPLES)
+            back = pickle.loads(data, buffers=bufs)
+        elif how in ("copy", "deepcopy"):
+            back = getattr(copy, how)(s)
+        else:
+            back = pickle.loads(pickle.dumps(s, 5 if how == "inband5" else int(how[-1])))
+        for name, _, values in SAMPLES:
+            got = getattr(back, name)
+            if name == "f32":  # float32 rounding: compare with what the field itself holds
+                assert got == getattr(s, name)
+            else:
+                assert got == values, name
+
+    def test_own_allocator_travels_as_a_list(self):
+        """A std::vector with its own allocator type is no numeric vector field."""
+        s = t.Samples()
+        s.tail = weights(500)
+        bufs = []
+        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        assert bufs == []
+        assert pickle.loads(data).tail == weights(500)
+
+
+class TestWritesWhileExported:
+    """V2: while a buffer of the vector lives, Python cannot free the memory it shows."""
+
+    def test_setter_and_setstate_raise(self):
+        s = t.Section("w")
+        s.weights = weights(1000)
+        bufs = []
+        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        before = bytes(bufs[0].raw())
+        with pytest.raises(BufferError, match=r"Section\.weights"):
+            s.weights = [1.0, 2.0]
+        state = s.__reduce_ex__(2)[2]  # (dict, names, *values), weights as bytes
+        with pytest.raises(BufferError, match=r"Section\.weights"):
+            s.__setstate__(state)
+        with pytest.raises(BufferError):  # a state holding a buffer of the field itself
+            s.__setstate__(s.__reduce_ex__(5)[2])
+        assert pickle.loads(data, buffers=bufs).weights == weights(1000)
+        assert bytes(bufs[0].raw()) == before and s.weights == weights(1000)
+        s.title = "other fields stay writable"
+        bufs.clear()  # released: writes work again
+        s.weights = [1.0, 2.0]
+        assert s.weights == [1.0, 2.0] and exports() == 0
+
+    def test_memoryview_counts_too(self):
+        s = t.Section("w")
+        s.weights = weights(100)
+        bufs = []
+        pickle.dumps(s, 5, buffer_callback=bufs.append)
+        mv = memoryview(bufs[0])
+        bufs[0].release()
+        with pytest.raises(BufferError):
+            s.weights = []
+        assert mv.tolist() == weights(100)
+        mv.release()
+        s.weights = []
+        del bufs
+
+    def test_fields_are_counted_apart(self):
+        s = samples()
+        bufs = []
+        pickle.dumps(s, 5, buffer_callback=bufs.append)
+        del bufs[1:]  # keep f32's buffer only
+        s.f64 = [1.0]
+        with pytest.raises(BufferError, match=r"Samples\.f32"):
+            s.f32 = [1.0]
+        bufs.clear()
+        s.f32 = [1.0]
+
+    def test_concurrent_writers(self):
+        s = t.Section("w")
+        s.weights = weights(100)
+        stop = threading.Event()
+        seen = []
+
+        def writer():
+            ok = refused = 0
+            while not stop.is_set():
+                try:
+                    s.weights = weights(100)
+                    ok += 1
+                except BufferError:
+                    refused += 1
+            seen.append((ok, refused))
+
+        th = threading.Thread(target=writer)
+        th.start()
+        try:
+            for _ in range(300):
+                bufs = []
+                pickle.dumps(s, 5, buffer_callback=bufs.append)
+                assert memoryview(bufs[0]).tolist() == weights(100)
+                del bufs
+        finally:
+            stop.set()
+            th.join()
+        assert seen and exports() == 0
+
+
+class TestBufferLifetime:
+    """V1: a buffer keeps the object's memory, whatever happens to the object in Python."""
+
+    def test_object_deleted(self):
+        child("""
+            s = t.Section("w")
+            s.weights = [0.25 * i for i in range(100_000)]
+            bufs = []
+            pickle.dumps(s, 5, buffer_callback=bufs.append)
+            mv = memoryview(bufs[0])
+            del s, bufs
+            gc.collect()
+            junk = [[float(i)] * 64 for i in range(20_000)]   # reuse of freed memory shows
+            junk2 = [t.Section("x") for _ in range(1000)]
+            assert mv.tolist() == [0.25 * i for i in range(100_000)]
+            assert tether.stats()["live"] >= 1          # the exporter holds the object
+            del mv
+            gc.collect()
+            del junk2
+            gc.collect()
+            assert tether.stats()["live"] == 0, tether.stats()
+        """)
+
+    def test_object_moved_into_cpp(self):
+        child("""
+            s = t.Section("w")
+            s.weights = [0.5 * i for i in range(1000)]
+            bufs = []
+            pickle.dumps(s, 5, buffer_callback=bufs.append)
+            t.consume(tether.move(s))                   # C++ takes it over and drops it
+            junk = [t.Section("x") for _ in range(100)]
+            assert memoryview(bufs[0]).tolist() == [0.5 * i for i in range(1000)]
+            del bufs
+            gc.collect()
+            del junk
+            gc.collect()
+            assert tether.stats()["live"] == 0, tether.stats()
+        """)
+
+
+class TestMalformedBuffers:
+    """Buffers that cannot fill the field raise TypeError or ValueError (in a child)."""
+
+    def test_malformed(self):
+        child("""
+            import array
+            s = t.Samples()
+            s.f64 = [0.5 * i for i in range(100)]
+            s.i16 = list(range(100))
+            fn, args, state = s.__reduce_ex__(5)
+            names = state[1]
+
+            def load(field, value):
+                st = list(state)
+                st[2 + names.index(field)] = value
+                fresh = t.Samples()
+                fresh.__setstate__(tuple(st))
+                return fresh
+
+            def refused(field, value, exc, text):
+                try:
+                    load(field, value)
+                except exc as e:
+                    assert text in str(e), (field, str(e))
+                else:
+                    raise AssertionError(("accepted", field, value))
+
+            raw = bytes(8 * 100)
+            refused("f64", raw[:-3], ValueError, "whole number")
+            refused("f64", memoryview(bytes(800)).cast("f"), TypeError, "'f'")
+            refused("f64", memoryview(bytes(800)).cast("q"), TypeError, "'q'")
+            refused("i16", memoryview(bytes(800)).cast("H"), TypeError, "'H'")
+            refused("f64", memoryview(bytearray(1600)).cast("d")[::2], ValueError, "contiguous")
+            refused("f64", memoryview(bytes(800)).cast("B", (100, 8)).cast("B").cast("?"),
+                    TypeError, "'?'")
+            assert load("f64", raw).f64 == [0.0] * 100              # raw bytes: 8 per item
+            assert load("f64", array.array("d", [1.5] * 70)).f64 == [1.5] * 70
+            assert load("i16", memoryview(bytes(6)).cast("h")).i16 == [0, 0, 0]
+            assert load("f64", b"").f64 == []
+        """)
 
 class Plain(t.Outer):
     pass

@@ -64,7 +64,8 @@ struct Exporter {
     const VectorField *field;
     void *member;             ///< the vector's address: the key of its exports
     Py_ssize_t views;         ///< buffers taken from this exporter and not released
-    Py_ssize_t items, bytes;  ///< the shapes those buffers point at (fixed while views > 0)
+    const void *items_at;     ///< what those buffers point at (fixed while views > 0, V2)
+    Py_ssize_t items, bytes;  ///< and its shapes
     char format[2];
 };
 
@@ -84,27 +85,25 @@ int exporter_getbuffer(PyObject *self, Py_buffer *view, int flags) {
         PyErr_SetString(PyExc_BufferError, "tether: a vector field's buffer is read-only");
         return -1;
     }
-    void *member = nullptr;
-    const void *items = nullptr;
-    size_t count = 0;
     bool moved = false, no_memory = false;
     {
         WrapperLock lock(e->wrapper);
-        if (object_of(e->wrapper) != e->object) {
-            moved = true; // tether.move() gave the object to C++: its writers use another lock
-        } else {
-            e->field->data(e->object, e->field->closure, &member, &items, &count);
+        // After tether.move() the object's writers lock another wrapper: a first buffer
+        // cannot begin in step with them. Further ones can: the vector is already pinned.
+        moved = e->views == 0 && object_of(e->wrapper) != e->object;
+        if (!moved) {
             try {
-                export_begin(member);
+                export_begin(e->member);
             } catch (const std::bad_alloc &) {
                 no_memory = true;
             }
-            if (!no_memory) {
-                if (e->views++ == 0) {
-                    e->items = Py_ssize_t(count);
-                    e->bytes = Py_ssize_t(count * e->field->itemsize);
-                }
-            }
+        }
+        if (!moved && !no_memory && e->views++ == 0) {
+            void *member;
+            size_t count;
+            e->field->data(e->object, e->field->closure, &member, &e->items_at, &count);
+            e->items = Py_ssize_t(count);
+            e->bytes = Py_ssize_t(count * e->field->itemsize);
         }
     }
     if (moved) {
@@ -117,7 +116,7 @@ int exporter_getbuffer(PyObject *self, Py_buffer *view, int flags) {
         return -1;
     }
     static const char empty = 0; // an empty vector may have no memory: a valid address
-    view->buf = const_cast<void *>(items ? items : &empty);
+    view->buf = const_cast<void *>(e->items_at ? e->items_at : &empty);
     view->obj = Py_NewRef(self);
     view->len = e->bytes;
     view->readonly = 1;
@@ -227,6 +226,7 @@ PyObject *export_vector(PyObject *self, const VectorField *field) noexcept {
     e->field = field;
     e->member = member;
     e->views = e->items = e->bytes = 0;
+    e->items_at = nullptr;
     e->format[0] = field->format;
     e->format[1] = 0;
     return reinterpret_cast<PyObject *>(e);
