@@ -579,7 +579,11 @@ struct Parts {
     Ref_ dict;                    // a non-empty __dict__, or null
 };
 
-/// Reads every entry of `self` once. `protocol` < 0: for copy (no buffers).
+/// copy and deepcopy read a vector field as protocol 4 does (one bytes snapshot, written back
+/// with one copy) instead of as a list of numbers.
+constexpr int copy_protocol = 4;
+
+/// Reads every entry of `self` once. `protocol` < 0: no buffers at all.
 bool read_parts(PyObject *self, Layout &L, int protocol, Parts &P) {
     if (!py::object_of(self)) {
         py::raise_unusable(self);
@@ -984,7 +988,7 @@ PyObject *meth_copy(PyObject *self, PyObject *) {
         return L->constructible || L->user_reduce ? generic_copy(self, Py_None)
                                                   : raise_not_constructible(tp);
     Parts P;
-    if (!read_parts(self, *L, -1, P))
+    if (!read_parts(self, *L, copy_protocol, P))
         return nullptr;
     PyObject *cn = nullptr, *sn = nullptr;
     if (!names_for(*L, P.ctor, P.state, &cn, &sn))
@@ -997,7 +1001,7 @@ PyObject *meth_copy(PyObject *self, PyObject *) {
     if (!obj)
         return nullptr;
     for (size_t k = 0; k < P.state.size(); ++k)
-        if (write_entry(obj.p, L->entries[size_t(P.state[k])], P.state_values[k].p) != 0)
+        if (set_entry_value(obj.p, L->entries[size_t(P.state[k])], P.state_values[k].p) != 0)
             return nullptr;
     if (P.dict && update_dict(obj.p, P.dict.p) != 0)
         return nullptr;
@@ -1122,7 +1126,7 @@ struct DeepCopier {
 
     PyObject *object_body(PyObject *self, PyTypeObject *tp, Layout &L, PyObject *key) {
         Parts P;
-        if (!read_parts(self, L, -1, P))
+        if (!read_parts(self, L, copy_protocol, P))
             return nullptr;
         Small<Ref_, 12> ctor_copies;
         Small<PyObject *, 12> vals;
@@ -1148,7 +1152,7 @@ struct DeepCopier {
         for (size_t k = 0; k < P.state.size(); ++k) {
             const Entry &e = L.entries[size_t(P.state[k])];
             Ref_ c(e.slot ? generic(P.state_values[k].p) : value(P.state_values[k].p, true));
-            if (!c || write_entry(obj.p, e, c.p) != 0)
+            if (!c || set_entry_value(obj.p, e, c.p) != 0)
                 return nullptr;
         }
         if (P.dict) {
