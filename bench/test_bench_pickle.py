@@ -74,4 +74,13 @@ class TestVector:
         bufs = []
         data = pickle.dumps(obj, 5, buffer_callback=bufs.append)
         benchmark.group = "pickle.loads, 1e6 doubles, out-of-band buffer"
+        assert len(bufs) == 1
         benchmark(pickle.loads, data, buffers=bufs)
+
+
+def test_loads_copy_floor(benchmark):
+    """What tether's loads cannot go below: one copy of the buffer into fresh memory (a
+    std::vector owns its memory; NumPy's loads makes a view instead)."""
+    wire = bytes(8 * sizes(benchmark)[2])
+    benchmark.group = "pickle.loads, 1e6 doubles, out-of-band buffer"
+    benchmark(bytearray, wire)

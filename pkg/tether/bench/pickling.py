@@ -13,11 +13,18 @@ Two rows, each against a pure-Python peer measured in the same run:
 - **vector**: one ``Section`` whose ``weights`` (a ``std::vector<double>``) holds 1e6 doubles,
   against a NumPy array of the same doubles: protocol 5 with a ``buffer_callback``
   (out-of-band buffers), ``dumps`` and ``loads``; ``transport`` adds what a process boundary
-  costs either way (each buffer copied once, as a socket or a pipe would).
+  costs either way (each buffer copied once, as a socket or a pipe would). The question: does
+  a numeric field travel like an array? tether's ``dumps`` hands pickle the vector's own
+  memory, as NumPy does (no copy, so it should cost about what NumPy's costs); its ``loads``
+  must copy the buffer into a new ``std::vector`` (which owns its memory), where NumPy makes
+  a view: the ``copy floor`` row (one copy of the same bytes into fresh memory) is what that
+  copy costs at least, so ``loads`` / NumPy cannot approach 1.
 
 Times are the minimum over rounds, with the garbage collector disabled while timing (as
-``timeit`` does). ``python -m tether.bench.pickling [--quick]`` prints the table alone;
-``python -m tether.bench`` prints it after the identity benchmark.
+``timeit`` does); a vector ``dumps`` (about 10 us) is also timed as the mean of 100 calls in
+a row, where a single call mostly measures cold caches after the collection each round runs.
+``python -m tether.bench.pickling [--quick]`` prints the table alone; ``python -m
+tether.bench`` prints it after the identity benchmark, with the machine.
 """
 from __future__ import annotations
 
@@ -121,16 +128,19 @@ def check_graph(doc, sections: int = SECTIONS, paragraphs: int = PARAGRAPHS) -> 
 
 # ---- timing ----------------------------------------------------------------------------------
 
-def _best(fn, rounds: int) -> float:
-    """Minimum seconds of ``fn()`` over ``rounds`` (gc disabled while timing)."""
+def _best(fn, rounds: int, number: int = 1) -> float:
+    """Minimum over ``rounds`` of the seconds one ``fn()`` takes, each round timing
+    ``number`` calls in a row (gc disabled while timing)."""
     best = float("inf")
     for _ in range(rounds):
         gc.collect()
         gc.disable()
         try:
             t0 = time.perf_counter()
+            for _ in range(number - 1):
+                fn()
             r = fn()
-            dt = time.perf_counter() - t0
+            dt = (time.perf_counter() - t0) / number
         finally:
             gc.enable()
         del r
@@ -166,10 +176,15 @@ def _vector_row(make, rounds: int) -> dict:
         data, bufs = dumps()
         return data, [bytes(b.raw()) for b in bufs]
 
+    back = pickle.loads(data, buffers=bufs)
+    assert (back == obj).all() if hasattr(back, "all") else back.weights == obj.weights
+    del back
     return {
         "buffers": len(bufs),
+        "buffer_bytes": sum(b.raw().nbytes for b in bufs),
         "inband_bytes": len(data),
         "dumps_s": _best(dumps, rounds),
+        "dumps_hot_s": _best(dumps, rounds, 100),
         "loads_s": _best(lambda: pickle.loads(data, buffers=bufs), rounds),
         "dumps_transport_s": _best(dumps_transport, rounds),
         "loads_transport_s": _best(lambda: pickle.loads(data, buffers=wire), rounds),
@@ -204,6 +219,9 @@ def measure(quick: bool = False, log=lambda s: None) -> dict:
     for name, make in makers:
         log(f"pickling: {n} doubles, {name} ...")
         out["vector"][name] = _vector_row(make, vrounds)
+        gc.collect()
+    wire = bytes(8 * n)
+    out["copy_floor_s"] = _best(lambda: bytearray(wire), vrounds)  # one copy, fresh memory
     return out
 
 
@@ -232,8 +250,11 @@ def render(res: dict) -> list:
     lines += ["", f"| {p['vector_items']} doubles, out of band | tether `std::vector<double>` "
                   "| NumPy | tether / NumPy |", "|---|---:|---:|---:|"]
     for key, label in (("buffers", "out-of-band buffers"),
+                       ("buffer_bytes", "bytes in those buffers"),
                        ("inband_bytes", "pickle bytes besides the buffers"),
-                       ("dumps_s", "dumps (ms)"), ("loads_s", "loads (ms)"),
+                       ("dumps_s", "dumps, one call (ms)"),
+                       ("dumps_hot_s", "dumps, per call of 100 in a row (ms)"),
+                       ("loads_s", "loads (ms)"),
                        ("dumps_transport_s", "dumps + one copy of each buffer (ms)"),
                        ("loads_transport_s", "loads from copied buffers (ms)")):
         a = tv[key] if tv else None
@@ -242,6 +263,11 @@ def render(res: dict) -> list:
         lines.append(f"| {label} | {fmt(a) if a is not None else '-'} | "
                      f"{fmt(b) if b is not None else '-'} | "
                      f"{_ratio(a, b) if key.endswith('_s') else ''} |")
+    floor = p.get("copy_floor_s")
+    if floor:
+        lines += ["", f"Copy floor: one copy of {p['vector_items'] * 8 / 1e6:g} MB into fresh "
+                      f"memory (`bytearray(bytes)`) took {floor * 1e3:.3f} ms; tether's loads "
+                      "makes that copy (a `std::vector` owns its memory), NumPy's makes a view."]
     if nv is None:
         lines.append("")
         lines.append("NumPy is not installed: no peer for the vector row.")
@@ -269,7 +295,10 @@ def main(argv=None) -> int:
     except OSError:
         load_after = "?"
     import platform
+    from .report import machine
+    m = machine()
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
+          f"{m['cpu']} ({m.get('cpu_detail', '')}), {m['nproc']} CPUs, "
           f"load before {' '.join(load_before)}, after {' '.join(load_after)}")
     print("\n".join(render(res)))
     if args.json:
