@@ -267,6 +267,62 @@ def test_box_held_by_cpp_global_keeps_the_cycle():
     assert calls == [1]
 
 
+# ---- the per-type hook: references in members that are not fields ----------------------------
+
+
+def test_trace_refs_hook_reports_hidden_members():
+    """Registry keeps its references in a std::map and an optional no field exposes; its
+    trace_refs hook makes p.__dict__ -> Registry -> map -> p (and -> spare Box -> p) collectable."""
+    assert t.Registry.__flags__ & HAVE_GC
+    collect()
+    before = tether.stats()
+    calls = []
+    p = P(1)
+    reg = t.Registry()
+    reg.put("self", p)
+    reg.set_spare(t.Box(t.Inner(2)))
+    p.registry = reg
+    assert p in gc.get_referents(reg)
+    r = weakref.ref(p, lambda _: calls.append(1))
+    rr = weakref.ref(reg)
+    del p, reg
+    settled_collect()
+    assert r() is None and rr() is None and calls == [1]
+    assert tether.stats() == before
+
+
+def test_trace_refs_hook_keeps_what_cpp_holds():
+    calls = []
+    p = P(1)
+    reg = t.Registry()
+    reg.put("self", p)
+    p.registry = reg
+    r = weakref.ref(p, lambda _: calls.append(1))
+    t.hold_globally(reg)
+    del p, reg
+    settled_collect()
+    junk = [P(0) for _ in range(100)]  # noqa: F841  (a freed block reused would fake identity)
+    assert calls == [] and r().registry.get("self") is r() and len(r().registry) == 1
+    t.release_globals()
+    settled_collect()
+    assert calls == [1]
+
+
+def test_trace_refs_hook_on_a_python_subclass():
+    class Sub(t.Registry):
+        pass
+
+    calls = []
+    s = Sub()
+    other = P(1)
+    s.put("other", other)
+    other.owner = s  # other.__dict__ -> s -> (map, through the hook) -> other
+    r = weakref.ref(s, lambda _: calls.append(1))
+    del s, other
+    settled_collect()
+    assert r() is None and calls == [1]
+
+
 def test_two_holders_are_not_collected_until_one_lets_go():
     """p held by two fields: the header's one reference cannot be attributed (documented)."""
     calls = []

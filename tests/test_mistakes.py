@@ -53,6 +53,7 @@ COMPILE_FAILS = {
     "missing_caster": "#include <nanobind/stl/function.h>",
     "nested_missing_caster": "#include <nanobind/stl/optional.h>",
     "return_by_value": "tether objects cannot be returned to Python by value",
+    "trace_refs_not_noexcept": "declare the hook noexcept",
 }
 
 

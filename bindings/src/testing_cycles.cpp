@@ -6,11 +6,13 @@
 // Refs into a cycle, or copy a field through a raw pointer, while Python collects.
 #include <tether/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <mutex>
 #include <optional>
@@ -34,6 +36,13 @@ struct Knot : Object {
     std::vector<Ref<Object>> many;
     WeakRef<Object> weak;
     explicit Knot(Ref<Object> n) : next(std::move(n)) {}
+};
+
+/// Keeps its references in members no field exposes (a registry keyed by name, a spare):
+/// the collector sees them through the type's trace_refs hook.
+struct Registry : Object {
+    std::map<std::string, Ref<Object>> by_name;
+    std::optional<Ref<Object>> spare;
 };
 
 /// Objects C++ holds (a cache, a registry): GIL held while it changes.
@@ -118,6 +127,27 @@ void bind_cycle_types(nb::module_ &m) {
         .def_field("maybe", &Knot::maybe, "An owning optional link.")
         .def_field("many", &Knot::many, "Owning links (std::vector<Ref<Object>>).")
         .def_field("weak", &Knot::weak, "A weak link (never part of a cycle).");
+
+    tether::class_<Registry, Object>(m, "Registry",
+                                     "Keeps objects in C++ members that are not fields; its "
+                                     "trace_refs hook reports them to the collector.")
+        .def(tether::init<>())
+        .def("put", [](Registry &r, const std::string &name, Ref<Object> o) {
+                r.by_name[name] = std::move(o);
+            }, "name"_a, "obj"_a)
+        .def("get", [](Registry &r, const std::string &name) -> Ref<Object> {
+                auto it = r.by_name.find(name);
+                return it == r.by_name.end() ? Ref<Object>() : it->second;
+            }, "name"_a)
+        .def("set_spare", [](Registry &r, Ref<Object> o) { r.spare = std::move(o); }, "obj"_a)
+        .def("__len__", [](Registry &r) { return r.by_name.size() + (r.spare ? 1 : 0); })
+        .trace_refs([](Registry &r, tether::RefTracer &refs) noexcept {
+            for (auto &entry : r.by_name)
+                refs(entry.second);
+            refs(r.spare);
+            if (refs.clearing())
+                r.by_name.clear();
+        });
 
     m.def("link_through_cpp", [](Ref<Object> target, int n) {
             // n Knots that Python never sees (no wrapper), the last holding target.

@@ -514,6 +514,53 @@ void trace_field(Object *holder, void *closure, py::FieldOp op, py::FieldSink *s
     }
 }
 
+} // namespace detail
+
+/// What a per-type trace hook (tether::class_::trace_refs) reports its object's hidden owning
+/// references to: call it once per member that owns references to tether objects. Reading
+/// only during a traversal; during a clear (the collector breaking a cycle) it moves the
+/// references out, leaving the Refs empty and the optionals and vectors cleared.
+class RefTracer {
+public:
+    template <typename U> void operator()(Ref<U> &r) noexcept { detail::trace_ref(r, op_, sink_); }
+    template <typename U> void operator()(std::optional<Ref<U>> &r) noexcept {
+        if (r)
+            detail::trace_ref(*r, op_, sink_);
+        if (op_ == py::FieldOp::clear)
+            r.reset();
+    }
+    template <typename U, typename A> void operator()(std::vector<Ref<U>, A> &v) noexcept {
+        for (auto &r : v)
+            detail::trace_ref(r, op_, sink_);
+        if (op_ == py::FieldOp::clear)
+            v.clear();
+    }
+    /// True when the collector is breaking a cycle: references are being moved out (a hook
+    /// that keeps references in a container of its own may also empty it then).
+    bool clearing() const noexcept { return op_ == py::FieldOp::clear; }
+
+    RefTracer(py::FieldOp op, py::FieldSink *sink) noexcept : op_(op), sink_(sink) {}
+    RefTracer(const RefTracer &) = delete;
+    RefTracer &operator=(const RefTracer &) = delete;
+
+private:
+    py::FieldOp op_;
+    py::FieldSink *sink_;
+};
+
+namespace detail {
+
+/// A trace_refs hook, kept for the life of the process (one per call, at binding time).
+template <typename T> struct TraceHook {
+    void (*fn)(T &, RefTracer &) noexcept;
+};
+/// The FieldTracer (python.h) of a trace_refs hook: `closure` is its TraceHook<T>.
+template <typename T>
+void trace_hook(Object *holder, void *closure, py::FieldOp op, py::FieldSink *sink) noexcept {
+    RefTracer tracer(op, sink);
+    static_cast<TraceHook<T> *>(closure)->fn(*static_cast<T *>(holder), tracer);
+}
+
 /// The nb::class_ a tether::class_<T, Extra...> is: Extra as given when it names T's bound
 /// base (a tether type), else with tether::Object as the base, so `tether::class_<T>(m, "T")`
 /// makes a subclass of tether.Object as it must.
@@ -627,6 +674,35 @@ public:
     template <typename M>
     class_ &def_field_ro(const char *name, M T::*member, const char *doc = nullptr) {
         return add_field(name, member, doc, false);
+    }
+
+    /// The per-type hook of the cycle collector, for owning references T keeps in members it
+    /// does not expose with def_field (those are traced already):
+    ///
+    ///     .trace_refs([](Graph &g, tether::RefTracer &refs) noexcept {
+    ///         for (auto &[name, node] : g.by_name) refs(node);
+    ///     })
+    ///
+    /// `refs(member)` takes a Ref<U>, std::optional<Ref<U>> or std::vector<Ref<U>>. Report
+    /// each owning reference exactly once, every time (an extra report can make the collector
+    /// free a live object; a missing one only leaks), read only, and do not call Python. A
+    /// captureless lambda or function; declared noexcept: the collector cannot unwind.
+    template <typename Fn> class_ &trace_refs(Fn fn) {
+        using Hook = void (*)(T &, RefTracer &) noexcept;
+        static_assert(std::is_convertible_v<Fn, void (*)(T &, RefTracer &)> ||
+                          std::is_convertible_v<Fn, Hook>,
+                      "tether::class_<T>::trace_refs: pass a captureless lambda or a function "
+                      "taking (T &, tether::RefTracer &)");
+        static_assert(std::is_convertible_v<Fn, Hook>,
+                      "tether::class_<T>::trace_refs: declare the hook noexcept "
+                      "([](T &, tether::RefTracer &) noexcept { ... }): it runs inside the "
+                      "garbage collector, which cannot handle an exception");
+        auto *hook = new detail::TraceHook<T>{static_cast<Hook>(fn)}; // lives with the type
+        if (py::register_traced_field(reinterpret_cast<PyTypeObject *>(this->ptr()),
+                                      detail::type_index_of<T>(), detail::type_index_of<Alias>(),
+                                      &detail::trace_hook<T>, hook) != 0)
+            throw nb::python_error();
+        return *this;
     }
 
 private:
