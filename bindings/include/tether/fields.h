@@ -17,7 +17,9 @@
 //                     std::map, std::optional, enums, tuples, ...): include the matching
 //                     <nanobind/stl/...> header, as for any nanobind binding
 // Writes convert with the same caster and swap the new value in; the old one is released
-// outside the field lock.
+// outside the field lock. A std::vector of numbers (numeric_vector) is converted like any
+// other, and is also registered for pickle (VectorOps, python.h "numeric vector fields"):
+// while pickle has a buffer of it out, its writes raise BufferError.
 #pragma once
 
 #include <cstdint>
