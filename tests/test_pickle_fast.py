@@ -458,6 +458,68 @@ class TestMalformedBuffers:
             assert load("f64", b"").f64 == []
         """)
 
+class TestNdarrayField:
+    """An nb::ndarray field holds the NumPy array it was given (no copy): pickle hands that
+    array to NumPy, which ships its memory as one out-of-band buffer and, on loads, makes a
+    view of the received buffer, which the field then holds."""
+
+    @pytest.fixture
+    def np(self):
+        return pytest.importorskip("numpy")
+
+    def test_the_field_holds_the_array(self, np):
+        g = t.Grid()
+        assert g.values is None and g.total() == 0.0
+        a = np.arange(1000, dtype=np.float64)
+        g.values = a
+        assert g.values is a and g.total() == a.sum()
+        g.values = None
+        assert g.values is None and g.total() == 0.0
+
+    def test_one_buffer_and_no_copy_either_way(self, np):
+        g = t.Grid()
+        g.values = np.arange(1_000_000, dtype=np.float64) * 0.5
+        bufs = []
+        data = pickle.dumps(g, protocol=5, buffer_callback=bufs.append)
+        assert len(bufs) == 1 and bufs[0].raw().nbytes == 8_000_000 and len(data) < 400
+        assert np.shares_memory(np.asarray(bufs[0].raw()).view(np.float64), g.values)
+        back = pickle.loads(data, buffers=bufs)
+        assert back.total() == g.total() and np.shares_memory(back.values, g.values)
+        wire = [bytes(b.raw()) for b in bufs]  # read-only memory, as a transport delivers
+        back = pickle.loads(data, buffers=wire)
+        assert back.total() == g.total() and not back.values.flags.writeable
+
+    @pytest.mark.parametrize("protocol", [2, 4, 5])
+    def test_in_band_protocols_and_copies(self, np, protocol):
+        g = t.Grid()
+        g.values = np.linspace(0.0, 1.0, 300)
+        back = pickle.loads(pickle.dumps(g, protocol))
+        assert (back.values == g.values).all() and back.values is not g.values
+        assert (copy.deepcopy(g).values == g.values).all()
+        assert copy.copy(g).values is g.values
+        empty = pickle.loads(pickle.dumps(t.Grid(), protocol))
+        assert empty.values is None
+
+    def test_wrong_arrays_raise_type_error_naming_the_field(self, np):
+        g = t.Grid()
+        for bad in (np.zeros((2, 2)), "x", [1.0, 2.0]):
+            with pytest.raises(TypeError, match=r"Grid\.values: expected numpy\.ndarray\[dtype=float64"):
+                g.values = bad
+        assert g.values is None
+        g.values = np.arange(8.0)[::2]  # nanobind makes a C-contiguous copy, as for arguments
+        assert list(g.values) == [0.0, 2.0, 4.0, 6.0] and g.values.flags.c_contiguous
+
+    def test_the_memory_outlives_the_object(self, np):
+        g = t.Grid()
+        g.values = np.arange(100, dtype=np.float64)
+        bufs = []
+        pickle.dumps(g, protocol=5, buffer_callback=bufs.append)
+        del g
+        collect()
+        junk = [t.Grid() for _ in range(100)]  # noqa: F841
+        assert np.asarray(bufs[0].raw()).view(np.float64)[99] == 99.0
+
+
 class Plain(t.Outer):
     pass
 

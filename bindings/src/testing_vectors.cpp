@@ -7,6 +7,7 @@
 // at offsets of Samples, not of Object. `tail` has an allocator of its own: not a numeric
 // vector, so it travels as a list.
 #include <tether/nanobind.h>
+#include <nanobind/ndarray.h>
 
 #include <cstdint>
 #include <memory>
@@ -45,6 +46,12 @@ struct Samples : SamplesPad, Object {
     std::vector<double> fixed; // read-only from Python
 };
 
+/// A field that holds a NumPy array's memory instead of owning a copy: pickle hands the array
+/// to NumPy, whose loads makes a view of the received buffer (no copy either way).
+struct Grid : Object {
+    nb::ndarray<nb::numpy, const double, nb::ndim<1>, nb::c_contig, nb::device::cpu> values;
+};
+
 } // namespace tt
 
 void bind_vector_types(nb::module_ &m) {
@@ -75,4 +82,18 @@ void bind_vector_types(nb::module_ &m) {
                  return t;
              },
              "The sum of f64, read in C++.");
+
+    tether::class_<Grid, Object>(m, "Grid",
+                                 "An nb::ndarray field: a view of NumPy memory (pickle's "
+                                 "zero-copy path both ways).")
+        .def(tether::init<>())
+        .def_field("values", &Grid::values, "1-d float64 C-contiguous NumPy array, or None.")
+        .def("total", [](const Grid &g) {
+                 double t = 0;
+                 const double *p = g.values.data();
+                 for (size_t i = 0; p && i < g.values.shape(0); ++i)
+                     t += p[i];
+                 return t;
+             },
+             "The sum of values, read in C++.");
 }

@@ -43,6 +43,10 @@
 #include <utility>
 #include <vector>
 
+namespace nanobind {
+template <typename... Args> class ndarray; // <nanobind/ndarray.h>, included by users of it
+} // namespace nanobind
+
 namespace tether {
 
 template <typename T> struct is_weak_ref : std::false_type {};
@@ -79,6 +83,8 @@ template <typename M> constexpr Kind kind_of() {
 template <template <typename...> class Tmpl, typename M> struct is_instance : std::false_type {};
 template <template <typename...> class Tmpl, typename... A>
 struct is_instance<Tmpl, Tmpl<A...>> : std::true_type {};
+/// nb::ndarray<...>: a handle sharing an array's memory (its owner's, e.g. a NumPy array).
+template <typename M> using is_ndarray = is_instance<nb::ndarray, M>;
 template <typename M> struct is_std_array : std::false_type {};
 template <typename U, size_t N> struct is_std_array<std::array<U, N>> : std::true_type {};
 
@@ -236,6 +242,11 @@ template <typename M> struct annotate {
             return optional_of(bound_type_or_any<std::remove_cv_t<std::remove_pointer_t<M>>>(mode));
         else
             return bound_type_or_any<M>(mode);
+    }
+};
+template <typename... A> struct annotate<nb::ndarray<A...>> {
+    static nb::object get(AnnotationMode) {
+        return optional_of(nb::module_::import_("typing").attr("Any")); // None when empty
     }
 };
 template <> struct annotate<std::string> {
@@ -422,6 +433,10 @@ template <typename M> PyObject *to_python(const M &v) noexcept {
         return PyLong_FromUnsignedLongLong((unsigned long long) v);
     } else if constexpr (std::is_floating_point_v<M>) {
         return PyFloat_FromDouble((double) v);
+    } else if constexpr (is_ndarray<M>::value) {
+        // The array the field holds (the same NumPy object that was assigned), not a copy:
+        // an ndarray is a view. Only memory without a Python owner is copied.
+        return nb::detail::make_caster<M>::from_cpp(v, nb::rv_policy::automatic, nullptr).ptr();
     } else {
         return nb::detail::make_caster<M>::from_cpp(v, nb::rv_policy::copy, nullptr).ptr();
     }
@@ -618,7 +633,10 @@ inline bool raise_none_item(const char *owner, const char *name, const std::stri
 template <typename M> void raise_bad_value(const char *owner, const char *name, PyObject *value) {
     std::string want;
     try {
-        want = describe(annotation<M>({true}));
+        if constexpr (is_ndarray<M>::value) // what nanobind's caster says it takes (dtype, shape)
+            want = std::string(nb::detail::make_caster<M>::Name.text) + " or None";
+        else
+            want = describe(annotation<M>({true}));
     } catch (nb::python_error &e) {
         want = "another type";
     }
@@ -842,6 +860,23 @@ template <typename E> struct Writer<std::optional<E>, std::enable_if_t<converted
         ItemReader<E> item;
         return item(src, nb::detail::flags_for_local_caster<E>(flags), cleanup,
                     [&](auto &&v) { out.emplace(std::forward<decltype(v)>(v)); });
+    }
+};
+
+/// nb::ndarray: None empties it (what an empty one reads as), else nanobind's caster.
+template <typename... A> struct Writer<nb::ndarray<A...>> {
+    static constexpr bool own = true;
+    static bool read(PyObject *src, uint32_t flags, nb::detail::cleanup_list *cleanup,
+                     nb::ndarray<A...> &out) {
+        if (src == Py_None) {
+            out = nb::ndarray<A...>();
+            return true;
+        }
+        nb::detail::make_caster<nb::ndarray<A...>> c;
+        if (!c.from_python(src, flags, cleanup))
+            return keep_memory_error();
+        out = c.value;
+        return true;
     }
 };
 

@@ -161,7 +161,7 @@ def _graph_row(build, rounds: int, deep_rounds: int, sections: int, paragraphs: 
     }
 
 
-def _vector_row(make, rounds: int) -> dict:
+def _vector_row(make, same, rounds: int) -> dict:
     obj = make()
 
     def dumps():
@@ -177,7 +177,7 @@ def _vector_row(make, rounds: int) -> dict:
         return data, [bytes(b.raw()) for b in bufs]
 
     back = pickle.loads(data, buffers=bufs)
-    assert (back == obj).all() if hasattr(back, "all") else back.weights == obj.weights
+    assert same(back, obj)
     del back
     return {
         "buffers": len(bufs),
@@ -209,16 +209,25 @@ def measure(quick: bool = False, log=lambda s: None) -> dict:
         s.weights = [i * 0.5 for i in range(n)]
         return s
 
-    makers = [("tether", make_tether)]
+    makers = [("tether", make_tether, lambda a, b: a.weights == b.weights)]
     try:
         import numpy
 
-        makers.insert(0, ("numpy", lambda: numpy.arange(n, dtype=numpy.float64) * 0.5))
+        def make_grid():
+            from tether import testing as t
+            g = t.Grid()  # an nb::ndarray field: holds the NumPy array's memory
+            g.values = numpy.arange(n, dtype=numpy.float64) * 0.5
+            return g
+
+        makers.insert(0, ("numpy", lambda: numpy.arange(n, dtype=numpy.float64) * 0.5,
+                          lambda a, b: bool((a == b).all())))
+        makers.append(("tether-ndarray", make_grid,
+                       lambda a, b: bool((a.values == b.values).all())))
     except ImportError:
         out["vector"]["numpy"] = None
-    for name, make in makers:
+    for name, make, same in makers:
         log(f"pickling: {n} doubles, {name} ...")
-        out["vector"][name] = _vector_row(make, vrounds)
+        out["vector"][name] = _vector_row(make, same, vrounds)
         gc.collect()
     wire = bytes(8 * n)
     out["copy_floor_s"] = _best(lambda: bytearray(wire), vrounds)  # one copy, fresh memory
@@ -246,9 +255,10 @@ def render(res: dict) -> list:
                                     ("deepcopy_s", "copy.deepcopy", "ms", 1e3)):
         lines.append(f"| {label} ({unit}) | {t[key] * scale:.2f} | {s[key] * scale:.2f} | "
                      f"{_ratio(t[key], s[key])} |")
-    tv, nv = v.get("tether"), v.get("numpy")
+    tv, nv, av = v.get("tether"), v.get("numpy"), v.get("tether-ndarray")
     lines += ["", f"| {p['vector_items']} doubles, out of band | tether `std::vector<double>` "
-                  "| NumPy | tether / NumPy |", "|---|---:|---:|---:|"]
+                  "| tether `nb::ndarray` field | NumPy | vector / NumPy | ndarray / NumPy |",
+              "|---|---:|---:|---:|---:|---:|"]
     for key, label in (("buffers", "out-of-band buffers"),
                        ("buffer_bytes", "bytes in those buffers"),
                        ("inband_bytes", "pickle bytes besides the buffers"),
@@ -258,16 +268,20 @@ def render(res: dict) -> list:
                        ("dumps_transport_s", "dumps + one copy of each buffer (ms)"),
                        ("loads_transport_s", "loads from copied buffers (ms)")):
         a = tv[key] if tv else None
+        c = av[key] if av else None
         b = nv[key] if nv else None
         fmt = (lambda x: f"{x * 1e3:.3f}") if key.endswith("_s") else (lambda x: f"{x}")
+        timed = key.endswith("_s")
         lines.append(f"| {label} | {fmt(a) if a is not None else '-'} | "
+                     f"{fmt(c) if c is not None else '-'} | "
                      f"{fmt(b) if b is not None else '-'} | "
-                     f"{_ratio(a, b) if key.endswith('_s') else ''} |")
+                     f"{_ratio(a, b) if timed else ''} | {_ratio(c, b) if timed else ''} |")
     floor = p.get("copy_floor_s")
     if floor:
         lines += ["", f"Copy floor: one copy of {p['vector_items'] * 8 / 1e6:g} MB into fresh "
                       f"memory (`bytearray(bytes)`) took {floor * 1e3:.3f} ms; tether's loads "
-                      "makes that copy (a `std::vector` owns its memory), NumPy's makes a view."]
+                      "makes that copy (a `std::vector` owns its memory), NumPy's makes a view, and so "
+                      "does an `nb::ndarray` field's (it holds the received array)."]
     if nv is None:
         lines.append("")
         lines.append("NumPy is not installed: no peer for the vector row.")
