@@ -37,6 +37,7 @@
 #include <tether/compat.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -74,6 +75,8 @@ struct TypeTrace {
 std::atomic<const TypeTrace *> g_trace[detail::max_types]; // by C++ type index
 std::mutex g_registry;
 std::unordered_map<PyTypeObject *, TypeTrace *> *g_by_type = nullptr; // under g_registry
+/// Field lists replaced by a longer one (under g_registry), never freed: binding time only.
+auto *g_retired = new std::vector<const std::vector<TracedField> *>();
 
 TypeTrace *find_locked(PyTypeObject *tp) noexcept {
     if (!g_by_type)
@@ -474,11 +477,14 @@ int register_traced_field(PyTypeObject *type, uint32_t type_index, uint32_t alia
         if (!make_gc(type))
             return 0;
         TypeTrace *t = ensure_locked(type);
-        auto *list = new std::vector<TracedField>();
-        if (const auto *old = t->fields.load(std::memory_order_acquire))
-            *list = *old; // the old list stays: a traversal may be reading it
+        auto list = std::make_unique<std::vector<TracedField>>();
+        const auto *old = t->fields.load(std::memory_order_acquire);
+        if (old)
+            *list = *old;
         list->push_back(TracedField{tracer, closure});
-        t->fields.store(list, std::memory_order_release);
+        if (old)
+            g_retired->push_back(old); // kept: a traversal on another thread may be reading it
+        t->fields.store(list.release(), std::memory_order_release);
         g_trace[type_index].store(t, std::memory_order_release);
         g_trace[alias_index].store(t, std::memory_order_release);
     } catch (...) {
