@@ -19,6 +19,12 @@ from tether import testing as t
 
 from conftest import collect
 
+
+def dumps_oob(obj):
+    """Protocol 5 with a buffer_callback: the message and the out-of-band buffers."""
+    bufs = []
+    return pickle.dumps(obj, 5, buffer_callback=bufs.append), bufs
+
 pytestmark = pytest.mark.usefixtures("clean")
 
 PROTOCOLS = range(0, pickle.HIGHEST_PROTOCOL + 1)
@@ -99,8 +105,7 @@ class TestDocumentModel:
         if how == "deepcopy":
             e = copy.deepcopy(d)
         elif how == "oob":
-            bufs = []
-            data = pickle.dumps(d, 5, buffer_callback=bufs.append)
+            data, bufs = dumps_oob(d)
             assert len(bufs) == 3
             e = pickle.loads(data, buffers=bufs)
         else:
@@ -123,8 +128,7 @@ class TestVectors:
     def test_out_of_band(self):
         s = t.Section("w")
         s.weights = weights(1000)
-        bufs = []
-        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(s)
         assert len(bufs) == 1 and bufs[0].raw().nbytes == 8000
         assert len(data) < 200
         assert pickle.loads(data, buffers=bufs).weights == s.weights
@@ -138,8 +142,7 @@ class TestVectors:
     def test_out_of_band_from_other_buffers(self):
         s = t.Section("w")
         s.weights = weights(100)
-        bufs = []
-        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(s)
         raw = bytes(bufs[0].raw())
         for given in (raw, bytearray(raw), memoryview(raw)):
             assert pickle.loads(data, buffers=[given]).weights == weights(100)
@@ -165,8 +168,7 @@ class TestVectors:
         """Node.weights is a constructor parameter with a default: the buffer goes with the
         state, the constructor gets the default (its caster takes a list, not bytes)."""
         n = t.Node("n", weights(300), t.Color.green)
-        bufs = []
-        data = pickle.dumps(n, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(n)
         assert len(bufs) == 1
         m = pickle.loads(data, buffers=bufs)
         assert m.weights == weights(300) and m.name == "n" and m.color == t.Color.green
@@ -245,8 +247,7 @@ class TestVectorBuffers:
     def test_one_buffer_for_a_million(self):
         s = t.Section("w")
         s.weights = [0.5 * i for i in range(1_000_000)]
-        bufs = []
-        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(s)
         assert len(bufs) == 1 and len(data) < 300
         raw = bufs[0].raw()
         assert raw.nbytes == 8_000_000 and raw.readonly
@@ -273,8 +274,7 @@ class TestVectorBuffers:
     def test_every_number_type_exactly(self, how):
         s = samples()
         if how == "oob":
-            bufs = []
-            data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+            data, bufs = dumps_oob(s)
             assert len(bufs) == len(SAMPLES)
             assert sorted(memoryview(b).format for b in bufs) == sorted(c for _, c, _ in SAMPLES)
             back = pickle.loads(data, buffers=bufs)
@@ -293,8 +293,7 @@ class TestVectorBuffers:
         """A std::vector with its own allocator type is no numeric vector field."""
         s = t.Samples()
         s.tail = weights(500)
-        bufs = []
-        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(s)
         assert bufs == []
         assert pickle.loads(data).tail == weights(500)
 
@@ -305,8 +304,7 @@ class TestWritesWhileExported:
     def test_setter_and_setstate_raise(self):
         s = t.Section("w")
         s.weights = weights(1000)
-        bufs = []
-        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(s)
         before = bytes(bufs[0].raw())
         with pytest.raises(BufferError, match=r"Section\.weights"):
             s.weights = [1.0, 2.0]
@@ -479,8 +477,7 @@ class TestNdarrayField:
     def test_one_buffer_and_no_copy_either_way(self, np):
         g = t.Grid()
         g.values = np.arange(1_000_000, dtype=np.float64) * 0.5
-        bufs = []
-        data = pickle.dumps(g, protocol=5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(g)
         assert len(bufs) == 1 and bufs[0].raw().nbytes == 8_000_000 and len(data) < 400
         assert np.shares_memory(np.asarray(bufs[0].raw()).view(np.float64), g.values)
         back = pickle.loads(data, buffers=bufs)
@@ -803,7 +800,6 @@ class TestListFieldsOptOut:
 
         s = AsLists("w")
         s.weights = weights(500)
-        bufs = []
-        data = pickle.dumps(s, 5, buffer_callback=bufs.append)
+        data, bufs = dumps_oob(s)
         assert bufs == []
         assert pickle.loads(data).weights == weights(500)

@@ -369,45 +369,39 @@ int write_entry(PyObject *self, const Entry &e, PyObject *v) {
 // vector itself (vector_fields.cpp: no copy; writes from Python raise BufferError while it
 // lives), with older protocols one bytes copy. Loading copies a buffer into a new vector.
 
+/// Calls `use(items, count)` with the vector of `self`'s field, under the wrapper's lock (use
+/// must not run Python code). False if the wrapper has no object (the caller raises).
+template <typename F> bool with_vector(PyObject *self, const Entry &e, F &&use) {
+    py::WrapperLock lock(self);
+    Object *o = py::object_of(self);
+    if (!o)
+        return false;
+    void *member;
+    const void *items;
+    size_t count;
+    e.vec->data(o, e.vec->closure, &member, &items, &count);
+    use(items, count);
+    return true;
+}
+
 /// The vector's item count, or -1 with an exception (the wrapper is unusable).
 Py_ssize_t vector_items(PyObject *self, const Entry &e) {
-    size_t count = 0;
-    bool usable;
-    {
-        py::WrapperLock lock(self);
-        Object *o = py::object_of(self);
-        usable = o != nullptr;
-        if (usable) {
-            void *member;
-            const void *items;
-            e.vec->data(o, e.vec->closure, &member, &items, &count);
-        }
-    }
-    if (!usable) {
+    size_t n = 0;
+    if (!with_vector(self, e, [&](const void *, size_t count) { n = count; })) {
         py::raise_unusable(self);
         return -1;
     }
-    return Py_ssize_t(count);
+    return Py_ssize_t(n);
 }
 
 /// Protocols 0 to 4: the vector as one bytes object (a snapshot).
 PyObject *vector_bytes(PyObject *self, const Entry &e) {
     PyObject *bytes = nullptr;
-    bool usable;
-    {
-        py::WrapperLock lock(self);
-        Object *o = py::object_of(self);
-        usable = o != nullptr;
-        if (usable) {
-            void *member;
-            const void *items;
-            size_t count;
-            e.vec->data(o, e.vec->closure, &member, &items, &count);
-            // allocates, runs no Python code (bytes are not tracked by the collector)
-            bytes = PyBytes_FromStringAndSize(static_cast<const char *>(items),
-                                              Py_ssize_t(count * e.vec->itemsize));
-        }
-    }
+    bool usable = with_vector(self, e, [&](const void *items, size_t count) {
+        // allocates, runs no Python code (bytes are not tracked by the collector)
+        bytes = PyBytes_FromStringAndSize(static_cast<const char *>(items),
+                                          Py_ssize_t(count * e.vec->itemsize));
+    });
     if (!usable)
         return py::raise_unusable(self);
     return bytes;
