@@ -506,6 +506,20 @@ class TestNdarrayField:
         g.values = np.arange(8.0)[::2]  # nanobind makes a C-contiguous copy, as for arguments
         assert list(g.values) == [0.0, 2.0, 4.0, 6.0] and g.values.flags.c_contiguous
 
+    def test_released_by_a_cpp_thread(self, np):
+        """The last reference dropped on a std::thread: nanobind takes the GIL to let go of
+        the array (the caller released it meanwhile), and the array's count comes back."""
+        a = np.arange(10.0)
+        base = sys.getrefcount(a)
+        box = t.Box(None)
+        g = t.Grid()
+        g.values = a
+        box.value = tether.move(g)  # C++ alone holds it: no wrapper
+        del g
+        t.release_in_thread(box)
+        collect()
+        assert sys.getrefcount(a) == base
+
     def test_the_memory_outlives_the_object(self, np):
         g = t.Grid()
         g.values = np.arange(100, dtype=np.float64)
