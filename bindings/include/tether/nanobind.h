@@ -494,26 +494,6 @@ template <typename U> void trace_ref(Ref<U> &r, py::FieldOp op, py::FieldSink *s
         sink->object(sink, static_cast<Object *>(p)); // the sink owns the count now
     }
 }
-/// Reports (visit) or empties (clear) the field `closure` names of `holder`, a T (a
-/// FieldTracer, python.h). Reads only: no allocation, no Python.
-template <typename T, typename M>
-void trace_field(Object *holder, void *closure, py::FieldOp op, py::FieldSink *sink) noexcept {
-    M &m = static_cast<T *>(holder)->*fields::Field<T, M>::member(closure);
-    if constexpr (is_ref<M>::value) {
-        trace_ref(m, op, sink);
-    } else if constexpr (fields::is_instance<std::optional, M>::value) {
-        if (m)
-            trace_ref(*m, op, sink);
-        if (op == py::FieldOp::clear)
-            m.reset();
-    } else {
-        for (auto &r : m)
-            trace_ref(r, op, sink);
-        if (op == py::FieldOp::clear)
-            m.clear();
-    }
-}
-
 } // namespace detail
 
 /// What a per-type trace hook (tether::class_::trace_refs) reports its object's hidden owning
@@ -549,6 +529,15 @@ private:
 };
 
 namespace detail {
+
+/// Reports (visit) or empties (clear) the field `closure` names of `holder`, a T (a
+/// FieldTracer, python.h): the field is one member a RefTracer takes. Reads only: no
+/// allocation, no Python.
+template <typename T, typename M>
+void trace_field(Object *holder, void *closure, py::FieldOp op, py::FieldSink *sink) noexcept {
+    RefTracer tracer(op, sink);
+    tracer(static_cast<T *>(holder)->*fields::Field<T, M>::member(closure));
+}
 
 /// A trace_refs hook, kept for the life of the process (one per call, at binding time).
 template <typename T> struct TraceHook {
