@@ -35,25 +35,78 @@ def weights(n, start=0.0):
 
 
 class TestFormat:
-    """(_rebuild, (cls, ctor_names, *ctor_values), (dict, state_names, *state_values))."""
+    """(_rebuild, ((cls, ctor_names), *ctor_values), ([dict,] state_names, *state_values))."""
 
     def test_shape(self):
         o = t.Outer(t.Inner(1), t.Inner(2))
         fn, args, state = o.__reduce_ex__(4)
         assert fn is tether._core._rebuild
-        assert args[0] is t.Outer and args[1] == ()
-        assert state[0] is None and state[1] == ("x", "y", "items")
-        assert state[2] is o.x and state[3] is o.y and state[4] == []
+        assert args == ((t.Outer, ()),)
+        assert state[0] == ("x", "y", "items")  # no __dict__: no first item
+        assert state[1] is o.x and state[2] is o.y and state[3] == []
+
+    def test_shape_with_a_dict(self):
+        class P(t.Inner):
+            pass
+        p = P(2)
+        p.note = "kept"
+        fn, args, state = p.__reduce_ex__(4)
+        assert args[0][1] == ("value",) and args[1] == 2
+        assert state[0] == {"note": "kept"} and state[1] == ()
 
     def test_constructor_arguments(self):
         p = t.Paragraph("hello")
         fn, args, state = p.__reduce_ex__(4)
-        assert args == (t.Paragraph, ("text",), "hello")
+        assert args == ((t.Paragraph, ("text",)), "hello")
 
     def test_names_are_one_tuple_per_type(self):
         a, b = t.Paragraph("a"), t.Paragraph("b")
         ra, rb = a.__reduce_ex__(5), b.__reduce_ex__(5)
-        assert ra[1][1] is rb[1][1] and ra[2][1] is rb[2][1]
+        assert ra[1][0] is rb[1][0] and ra[2][0] is rb[2][0]
+
+    def test_key_is_kept_by_the_class(self):
+        """The (cls, names) key lives in the class's own dict: a class that goes away is
+        freed with it (a process-wide cache would keep it alive)."""
+        def make():
+            class Local(t.Paragraph):
+                pass
+            Local("x").__reduce_ex__(5)
+            assert Local.__dict__["__tether_rebuild_keys__"][0][1] == ("text",)
+            return weakref.ref(Local)
+        ref = make()
+        for _ in range(3):
+            gc.collect()
+        assert ref() is None
+
+    def test_key_list_tampered_with(self):
+        """The key list is a plain list in the class dict: emptied, filled with junk, replaced
+        or deleted, pickling still round-trips (a key not found where it was put is made
+        afresh)."""
+        class Mine(t.Paragraph):
+            pass
+        Mine.__module__, Mine.__qualname__ = __name__, "Mine"
+        globals()["Mine"] = Mine
+        try:
+            ps = [Mine("p%d" % i) for i in range(3)]
+            assert [q.text for q in pickle.loads(pickle.dumps(ps))] == ["p0", "p1", "p2"]
+            keys = Mine.__dict__["__tether_rebuild_keys__"]
+            for spoil in (keys.clear, lambda: keys.extend([None, (1, 2), (Mine, ("x",))]),
+                          lambda: keys.__setitem__(slice(None), [(Mine, ("text",))] * 4),
+                          lambda: setattr(Mine, "__tether_rebuild_keys__", "junk"),
+                          lambda: delattr(Mine, "__tether_rebuild_keys__")):
+                spoil()
+                back = pickle.loads(pickle.dumps(ps + ps))
+                assert [q.text for q in back] == ["p0", "p1", "p2"] * 2
+                assert back[0] is back[3] and type(back[0]) is Mine
+        finally:
+            del globals()["Mine"]
+
+    def test_older_forms_still_load(self):
+        """(cls, names, *values) for _rebuild and (None, names, *values) for __setstate__:
+        what earlier versions wrote."""
+        p = tether._core._rebuild(t.Paragraph, ("text",), "old")
+        p.__setstate__((None, ("see_also",), None))
+        assert p.text == "old" and p.see_also is None
 
     def test_names_written_once_per_message(self):
         ps = [t.Paragraph("p%d" % i) for i in range(200)]
@@ -162,7 +215,7 @@ class TestVectors:
         bufs = []
         pickle.dumps(s, 5, buffer_callback=bufs.append)
         assert bufs == []
-        assert s.__reduce_ex__(5)[2][2 + 3] == weights(10)
+        assert s.__reduce_ex__(5)[2][1 + 3] == weights(10)
 
     def test_constructor_parameter(self):
         """Node.weights is a constructor parameter with a default: the buffer goes with the
@@ -188,11 +241,11 @@ class TestVectors:
     def test_wrong_size_buffer(self):
         s = t.Section("w")
         s.weights = weights(100)
-        names = s.__reduce_ex__(5)[2][1]
-        state = (None, names) + tuple([] for _ in names[:-1]) + (None,)
+        names = s.__reduce_ex__(5)[2][0]
+        state = (names,) + tuple([] for _ in names[:-1]) + (None,)
         state = list(state)
-        state[2 + names.index("weights")] = b"\0" * 12
-        state[2 + names.index("anchors")] = {}
+        state[1 + names.index("weights")] = b"\0" * 12
+        state[1 + names.index("anchors")] = {}
         fresh = t.Section()
         with pytest.raises(ValueError, match="whole number"):
             fresh.__setstate__(tuple(state))
@@ -308,7 +361,7 @@ class TestWritesWhileExported:
         before = bytes(bufs[0].raw())
         with pytest.raises(BufferError, match=r"Section\.weights"):
             s.weights = [1.0, 2.0]
-        state = s.__reduce_ex__(2)[2]  # (dict, names, *values), weights as bytes
+        state = s.__reduce_ex__(2)[2]  # (names, *values), weights as bytes
         with pytest.raises(BufferError, match=r"Section\.weights"):
             s.__setstate__(state)
         with pytest.raises(BufferError):  # a state holding a buffer of the field itself
@@ -425,11 +478,11 @@ class TestMalformedBuffers:
             s.f64 = [0.5 * i for i in range(100)]
             s.i16 = list(range(100))
             fn, args, state = s.__reduce_ex__(5)
-            names = state[1]
+            names = state[0]
 
             def load(field, value):
                 st = list(state)
-                st[2 + names.index(field)] = value
+                st[1 + names.index(field)] = value
                 fresh = t.Samples()
                 fresh.__setstate__(tuple(st))
                 return fresh

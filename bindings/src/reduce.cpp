@@ -14,12 +14,16 @@
 // type's dict holds them while the tag is unchanged.
 //
 // What __reduce_ex__ gives (the format tether._pickle documents):
-//     (tether._core._rebuild, (cls, ctor_names, *ctor_values), state)
-//     state = (dict or None, state_names, *state_values), or None when empty
-// `ctor_names` and `state_names` are tuples cached per type (and per combination of fields
-// present), so pickle memoizes them: each object carries its values, not its field names.
-// _rebuild allocates cls and runs the bound C++ __init__ with ctor_names=ctor_values;
-// __setstate__ sets the rest after pickle memoized the object, so sharing and cycles survive.
+//     (tether._core._rebuild, (key, *ctor_values), state), key = (cls, ctor_names)
+//     state = (state_names, *state_values), or (dict, state_names, *state_values) when the
+//     object has a non-empty __dict__, or None when empty
+// `key` and `state_names` are tuples cached per type (and per combination of fields present),
+// so pickle memoizes them: each object carries its values, not its class or field names. The
+// keys live in a list in the class's own dict (cls.__tether_rebuild_keys__), not in this
+// file's cache, since a key holds its class. _rebuild allocates cls and runs the bound C++
+// __init__ with ctor_names=ctor_values; __setstate__ sets the rest after pickle memoized the
+// object, so sharing and cycles survive. Both still take what earlier versions wrote:
+// _rebuild(cls, ctor_names, *ctor_values) and the state (None, state_names, *state_values).
 //
 // Numeric vectors: a field def_field registered as a std::vector of numbers (its typed
 // functions, python.h VectorField) goes as its memory instead of a list of numbers: with
@@ -157,6 +161,7 @@ struct Entry {
 struct Names {
     uint64_t mask;
     Ref_ ctor, state;
+    Py_ssize_t key = -1; // index in Layout::keys of (class_ref, ctor), _rebuild's first argument
 };
 
 struct Layout {
@@ -166,6 +171,10 @@ struct Layout {
          user_setstate = false, dict = false;
     PyObject *init = nullptr;      // borrowed: the bound base's __init__ (in its dict)
     PyObject *class_ref = nullptr; // borrowed: cls, or its by-value spec (in cls.__dict__)
+    // borrowed: the list cls.__tether_rebuild_keys__, holding each Names' (class_ref, ctor)
+    // tuple. Kept by the class, not here: a key holds the class, which a process-wide cache
+    // must not keep alive (the class, its dict and the list form a cycle the collector frees).
+    PyObject *keys = nullptr;
     std::vector<Entry> entries;    // declared fields, then Python slots
     std::vector<Names> names;      // per combination of entries present (mask), at most a few
     Ref_ seen_ctor_names;          // the last ctor_names tuple _rebuild saw ...
@@ -224,7 +233,8 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     Ref_ info(PyObject_CallOneArg(g_fast_layout, reinterpret_cast<PyObject *>(tp)));
     if (!info)
         return nullptr;
-    if (!PyTuple_Check(info.p) || PyTuple_GET_SIZE(info.p) != 8) {
+    if (!PyTuple_Check(info.p) || PyTuple_GET_SIZE(info.p) != 9 ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(info.p, 8))) {
         PyErr_SetString(PyExc_SystemError, "tether._pickle._fast_layout: bad result");
         return nullptr;
     }
@@ -238,6 +248,7 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     L->user_reduce = PyObject_IsTrue(it[5]) == 1;
     L->user_getstate = PyObject_IsTrue(it[6]) == 1;
     L->user_setstate = PyObject_IsTrue(it[7]) == 1;
+    L->keys = it[8];
     L->dict = has_dict(tp);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); ++i) {
         PyObject *f = PyTuple_GET_ITEM(fields, i); // (name, readonly, param, default, numeric)
@@ -263,8 +274,7 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     // the descriptors and the version are read after it, with no Python code in between.
     for (Entry &e : L->entries)
         build_entry(tp, e);
-    if (L->entries.size() > 60) // masks are 64 bits; such types get fresh name tuples
-        L->names.reserve(0);
+    L->names.reserve(16); // at most 16 combinations cached; entries never move
     if (version_of(tp) == 0) { // assign a tag (attribute lookups through the cache do)
         _PyType_Lookup(tp, g_str_dict);
     }
@@ -516,13 +526,27 @@ int set_entry_value(PyObject *self, const Entry &e, PyObject *v) {
 
 // ---- the names tuples -------------------------------------------------------------------------
 
-/// The (ctor_names, state_names) tuples for the entries in `ctor` and `state` (indices),
-/// cached per mask so that every object of the type refers to the same two tuples.
+/// The key tuple of `n`, new reference, if L.keys still holds it where it was put; else null.
+PyObject *cached_key(Layout &L, const Names &n) {
+    if (n.key < 0)
+        return nullptr;
+    PyObject *k = py::compat::list_item_ref(L.keys, n.key);
+    if (k && PyTuple_CheckExact(k) && PyTuple_GET_SIZE(k) == 2 &&
+        PyTuple_GET_ITEM(k, 0) == L.class_ref && PyTuple_GET_ITEM(k, 1) == n.ctor.p)
+        return k;
+    Py_XDECREF(k);
+    return nullptr;
+}
+
+/// The (ctor_names, state_names) tuples for the entries in `ctor` and `state` (indices), and
+/// the key (class_ref, ctor_names) if `key` is given, cached per mask so that every object of
+/// the type refers to the same tuples.
 template <typename V>
 bool names_for(Layout &L, const V &ctor, const V &state,
-               PyObject **ctor_names, PyObject **state_names) {
+               PyObject **ctor_names, PyObject **state_names, PyObject **key = nullptr) {
     uint64_t mask = 0;
     bool cacheable = L.entries.size() <= 32;
+    Names *found = nullptr; // L.names never reallocates (reserved): stays valid
     if (cacheable) {
         for (int i : ctor)
             mask |= uint64_t(1) << i;
@@ -531,25 +555,61 @@ bool names_for(Layout &L, const V &ctor, const V &state,
         MaybeLock lock(L.mutex);
         for (Names &n : L.names)
             if (n.mask == mask) {
-                *ctor_names = Py_NewRef(n.ctor.p);
-                *state_names = Py_NewRef(n.state.p);
-                return true;
+                found = &n;
+                break;
             }
+        if (found && (!key || (*key = cached_key(L, *found)))) {
+            *ctor_names = Py_NewRef(found->ctor.p);
+            *state_names = Py_NewRef(found->state.p);
+            return true;
+        }
     }
-    Ref_ c(PyTuple_New(Py_ssize_t(ctor.size()))), s(PyTuple_New(Py_ssize_t(state.size())));
-    if (!c || !s)
-        return false;
-    for (size_t k = 0; k < ctor.size(); ++k)
-        PyTuple_SET_ITEM(c.p, Py_ssize_t(k), Py_NewRef(L.entries[size_t(ctor[k])].name.p));
-    for (size_t k = 0; k < state.size(); ++k)
-        PyTuple_SET_ITEM(s.p, Py_ssize_t(k), Py_NewRef(L.entries[size_t(state[k])].name.p));
+    // Allocating may run the collector, and with it Python code: never under L.mutex.
+    Ref_ c, s;
+    if (found) { // names known, no key yet (copy made them) or the list was changed
+        c = Ref_(Py_NewRef(found->ctor.p));
+        s = Ref_(Py_NewRef(found->state.p));
+    } else {
+        c = Ref_(PyTuple_New(Py_ssize_t(ctor.size())));
+        s = Ref_(PyTuple_New(Py_ssize_t(state.size())));
+        if (!c || !s)
+            return false;
+        for (size_t k = 0; k < ctor.size(); ++k)
+            PyTuple_SET_ITEM(c.p, Py_ssize_t(k), Py_NewRef(L.entries[size_t(ctor[k])].name.p));
+        for (size_t k = 0; k < state.size(); ++k)
+            PyTuple_SET_ITEM(s.p, Py_ssize_t(k), Py_NewRef(L.entries[size_t(state[k])].name.p));
+    }
+    Ref_ k;
+    if (key) {
+        k = Ref_(PyTuple_Pack(2, L.class_ref, c.p));
+        if (!k)
+            return false;
+    }
     if (cacheable) {
         MaybeLock lock(L.mutex);
-        if (L.names.size() < 16)
-            L.names.push_back(Names{mask, Ref_(Py_NewRef(c.p)), Ref_(Py_NewRef(s.p))});
+        Names *n = nullptr;
+        for (Names &m : L.names)
+            if (m.mask == mask) {
+                n = &m;
+                break;
+            }
+        if (!n && L.names.size() < L.names.capacity()) {
+            L.names.push_back(Names{mask, Ref_(Py_NewRef(c.p)), Ref_(Py_NewRef(s.p)), -1});
+            n = &L.names.back();
+        }
+        // A key is put in the list once per Names: a list someone changed is not refilled.
+        if (n && k && n->key < 0 && n->ctor.p == c.p) {
+            Py_ssize_t at = PyList_Size(L.keys);
+            if (PyList_Append(L.keys, k.p) == 0) // frees nothing: runs no Python code
+                n->key = at;
+            else
+                PyErr_Clear();
+        }
     }
     *ctor_names = c.release();
     *state_names = s.release();
+    if (key)
+        *key = k.release();
     return true;
 }
 
@@ -637,21 +697,24 @@ PyObject *reduce_impl(PyObject *self, int protocol) {
         return PyObject_CallMethod(self, "__reduce__", nullptr);
     if (!L->constructible)
         return raise_not_constructible(tp);
+    // cls.__dict__ holds it now (the version matched); reading fields may run Python code
+    // that replaces it, so it is held until names_for has used it
+    Ref_ keys(Py_NewRef(L->keys));
     PyObject *rebuild = g_rebuild;
     Parts P;
     if (!read_parts(self, *L, protocol, P))
         return nullptr;
-    PyObject *ctor_names = nullptr, *state_names = nullptr;
-    if (!names_for(*L, P.ctor, P.state, &ctor_names, &state_names))
+    PyObject *ctor_names = nullptr, *state_names = nullptr, *key = nullptr;
+    if (!names_for(*L, P.ctor, P.state, &ctor_names, &state_names, &key))
         return nullptr;
-    Ref_ cn(ctor_names), sn(state_names);
-    Ref_ args(PyTuple_New(Py_ssize_t(2 + P.ctor_values.size())));
+    Ref_ cn(ctor_names), sn(state_names), k_(key);
+    // ((cls, ctor_names), *ctor_values): the key is one tuple per type, written once
+    Ref_ args(PyTuple_New(Py_ssize_t(1 + P.ctor_values.size())));
     if (!args)
         return nullptr;
-    PyTuple_SET_ITEM(args.p, 0, Py_NewRef(L->class_ref));
-    PyTuple_SET_ITEM(args.p, 1, cn.release());
+    PyTuple_SET_ITEM(args.p, 0, k_.release());
     for (size_t k = 0; k < P.ctor_values.size(); ++k)
-        PyTuple_SET_ITEM(args.p, Py_ssize_t(2 + k), P.ctor_values[k].release());
+        PyTuple_SET_ITEM(args.p, Py_ssize_t(1 + k), P.ctor_values[k].release());
     Ref_ state;
     if (L->user_getstate || L->user_setstate) {
         state = Ref_(PyObject_CallMethod(self, "__getstate__", nullptr));
@@ -675,13 +738,17 @@ PyObject *reduce_impl(PyObject *self, int protocol) {
                 return nullptr;
         }
     } else if (!P.state.empty() || P.dict) {
-        state = Ref_(PyTuple_New(Py_ssize_t(2 + P.state_values.size())));
+        // (names, *values), or (__dict__, names, *values) when there is a __dict__: one item
+        // fewer for what pickle writes and rebuilds per object of a type without one
+        Py_ssize_t at = P.dict ? 1 : 0;
+        state = Ref_(PyTuple_New(at + 1 + Py_ssize_t(P.state_values.size())));
         if (!state)
             return nullptr;
-        PyTuple_SET_ITEM(state.p, 0, P.dict ? P.dict.release() : Py_NewRef(Py_None));
-        PyTuple_SET_ITEM(state.p, 1, sn.release());
+        if (P.dict)
+            PyTuple_SET_ITEM(state.p, 0, P.dict.release());
+        PyTuple_SET_ITEM(state.p, at, sn.release());
         for (size_t k = 0; k < P.state_values.size(); ++k)
-            PyTuple_SET_ITEM(state.p, Py_ssize_t(2 + k), P.state_values[k].release());
+            PyTuple_SET_ITEM(state.p, at + 1 + Py_ssize_t(k), P.state_values[k].release());
     } else {
         state = Ref_(Py_NewRef(Py_None));
     }
@@ -782,11 +849,23 @@ PyObject *construct(PyTypeObject *tp, Layout &L, PyObject *names, PyObject *cons
 }
 
 PyObject *fn_rebuild(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "tether._core._rebuild: expected (cls, names, *values)");
+    // ((cls, names), *values), as __reduce_ex__ writes it; or (cls, names, *values)
+    PyObject *cls, *names;
+    if (nargs >= 1 && PyTuple_CheckExact(args[0]) && PyTuple_GET_SIZE(args[0]) == 2) {
+        cls = PyTuple_GET_ITEM(args[0], 0);
+        names = PyTuple_GET_ITEM(args[0], 1);
+        args += 1;
+        nargs -= 1;
+    } else if (nargs >= 2) {
+        cls = args[0];
+        names = args[1];
+        args += 2;
+        nargs -= 2;
+    } else {
+        PyErr_SetString(PyExc_TypeError,
+                        "tether._core._rebuild: expected ((cls, names), *values)");
         return nullptr;
     }
-    PyObject *cls = args[0];
     if (!PyType_Check(cls) || !object_type() ||
         !PyType_IsSubtype(reinterpret_cast<PyTypeObject *>(cls), object_type())) {
         PyErr_Format(PyExc_TypeError, "tether._core._rebuild: %R is not a tether type", cls);
@@ -799,12 +878,12 @@ PyObject *fn_rebuild(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
     bool checked;
     {
         MaybeLock lock(L->mutex);
-        checked = L->seen_ctor_names.p == args[1] && // its names were checked when seen first
-                  PyTuple_GET_SIZE(args[1]) == nargs - 2;
+        checked = L->seen_ctor_names.p == names && // its names were checked when seen first
+                  PyTuple_GET_SIZE(names) == nargs;
     }
-    if (!checked && !check_names(args[1], nargs - 2, "constructor arguments"))
+    if (!checked && !check_names(names, nargs, "constructor arguments"))
         return nullptr;
-    return construct(tp, *L, args[1], args + 2, nargs - 2);
+    return construct(tp, *L, names, args, nargs);
 }
 
 // ---- setstate ---------------------------------------------------------------------------------
@@ -856,14 +935,20 @@ template <typename V> void resolve(Layout &L, PyObject *names, V &out) {
 
 int setstate_impl(PyObject *self, PyObject *state) {
     PyTypeObject *tp = Py_TYPE(self);
-    if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) >= 2 &&
-        PyTuple_Check(PyTuple_GET_ITEM(state, 1))) {
-        // (dict or None, names, *values): what __reduce_ex__ gives
-        PyObject *names = PyTuple_GET_ITEM(state, 1);
+    // (names, *values) or (dict or None, names, *values): what __reduce_ex__ gives
+    Py_ssize_t at = -1; // where the names are
+    if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) >= 1 &&
+        PyTuple_Check(PyTuple_GET_ITEM(state, 0)))
+        at = 0;
+    else if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) >= 2 &&
+             PyTuple_Check(PyTuple_GET_ITEM(state, 1)))
+        at = 1;
+    if (at >= 0) {
+        PyObject *names = PyTuple_GET_ITEM(state, at);
         Py_ssize_t n = PyTuple_GET_SIZE(names);
-        if (PyTuple_GET_SIZE(state) != n + 2) {
+        if (PyTuple_GET_SIZE(state) != n + at + 1) {
             PyErr_Format(PyExc_TypeError, "%s.__setstate__: %zd names for %zd values",
-                         tp->tp_name, n, PyTuple_GET_SIZE(state) - 2);
+                         tp->tp_name, n, PyTuple_GET_SIZE(state) - at - 1);
             return -1;
         }
         std::shared_ptr<Layout> L = layout_of(tp);
@@ -883,14 +968,14 @@ int setstate_impl(PyObject *self, PyObject *state) {
         Small<int, 16> idx;
         resolve(*L, names, idx);
         for (Py_ssize_t k = 0; k < n; ++k) {
-            PyObject *v = PyTuple_GET_ITEM(state, k + 2);
+            PyObject *v = PyTuple_GET_ITEM(state, k + at + 1);
             int rc = idx[size_t(k)] >= 0
                          ? set_entry_value(self, L->entries[size_t(idx[size_t(k)])], v)
                          : PyObject_GenericSetAttr(self, PyTuple_GET_ITEM(names, k), v);
             if (rc != 0)
                 return -1;
         }
-        return update_dict(self, PyTuple_GET_ITEM(state, 0));
+        return at ? update_dict(self, PyTuple_GET_ITEM(state, 0)) : 0;
     }
     PyObject *d, *values;
     if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {

@@ -4,8 +4,9 @@
 The work is done in C++ (``bindings/src/reduce.cpp``); ``install()`` puts its methods on
 ``tether.Object``:
 
-- ``__reduce_ex__`` returns ``(tether._core._rebuild, (cls, ctor_names, *ctor_values), state)``
-  with ``state = (__dict__ or None, state_names, *state_values)`` (or None when empty). The
+- ``__reduce_ex__`` returns ``(tether._core._rebuild, ((cls, ctor_names), *ctor_values),
+  state)`` with ``state = (state_names, *state_values)``, ``(__dict__, state_names,
+  *state_values)`` when the object has a non-empty ``__dict__``, or None when empty. The
   constructor gets the fields whose names are parameters of the C++ constructor
   (``tether::init`` records the names given with ``nb::arg``), so types whose constructor
   takes arguments rebuild; ``state`` holds the other fields, the set ``__slots__`` of a
@@ -13,11 +14,13 @@ The work is done in C++ (``bindings/src/reduce.cpp``); ``install()`` puts its me
   ``state``, so two fields holding one object, and cycles, come back shared: the second
   occurrence is a memo reference to the wrapper already rebuilt, which stands for one C++
   object. That is why a constructor parameter with a default whose field holds tether objects
-  is left to ``state`` too: a cycle through it (``box.value = box``) still comes back. The two
-  name tuples are the same objects for every object of a type, so pickle writes them once per
-  message. A weak link (a ``WeakRef`` field) is a field like any other: it comes back pointing
-  at the copy of its target when the target is part of what was copied, and to None if
-  nothing in the copy keeps the target alive.
+  is left to ``state`` too: a cycle through it (``box.value = box``) still comes back. The
+  ``(cls, ctor_names)`` key and the state names are the same tuples for every object of a
+  type, so pickle writes them once per message (the keys are kept in a list in the class's
+  own dict, ``__tether_rebuild_keys__``, so that they die with the class). A weak link (a
+  ``WeakRef`` field) is a field like any other: it comes back pointing at the copy of its
+  target when the target is part of what was copied, and to None if nothing in the copy
+  keeps the target alive.
 - A field holding a ``std::vector`` of numbers (annotated ``list[float]`` or ``list[int]``)
   of 64 items or more is read as one bytes snapshot of its memory, not as a list: with
   protocol 5 it is a ``pickle.PickleBuffer``, which pickle hands to ``buffer_callback``
@@ -25,12 +28,13 @@ The work is done in C++ (``bindings/src/reduce.cpp``); ``install()`` puts its me
   are such vectors is checked once per field (the member's memory must hold the numbers its
   getter returned); a class lists fields that must travel as lists (a vector with an
   allocator of its own) in ``__tether_list_fields__``.
-- ``_rebuild(cls, names, *values)`` allocates ``cls.__new__(cls)`` and runs the C++
-  ``__init__`` of the nearest bound base with ``names=values``: a new C++ object, tied to
-  that wrapper.
+- ``_rebuild((cls, names), *values)`` (or ``_rebuild(cls, names, *values)``, as earlier
+  versions wrote) allocates ``cls.__new__(cls)`` and runs the C++ ``__init__`` of the nearest
+  bound base with ``names=values``: a new C++ object, tied to that wrapper.
 - ``__setstate__`` sets each field and slot (bypassing ``__setattr__``, so a frozen
   ``@tether.dataclass`` can be restored) and updates ``__dict__``. It takes the state above
-  and the ``(__dict__ or None, {field or slot: value})`` layout of ``__getstate__``.
+  (and ``(None, state_names, *state_values)``, as earlier versions wrote) and the
+  ``(__dict__ or None, {field or slot: value})`` layout of ``__getstate__``.
 - ``__copy__`` and ``__deepcopy__`` build the copy directly from the same parts (a deep copy
   keeps sharing and cycles through the memo, as ``copy.deepcopy`` does).
 
@@ -186,8 +190,10 @@ def _numeric_kind(annotation):
 def _fast_layout(cls):
     """What the C++ reducer needs about ``cls`` (computed once per class and version):
     ``(constructible, init, fields, slots, class_ref, user_reduce, user_getstate,
-    user_setstate)``, ``fields`` a tuple of ``(name, readonly, param, has_default, numeric)``
-    (``param`` the index of the constructor parameter of that name, or -1)."""
+    user_setstate, keys)``, ``fields`` a tuple of ``(name, readonly, param, has_default,
+    numeric)`` (``param`` the index of the constructor parameter of that name, or -1);
+    ``keys`` the list in ``cls.__dict__`` where the reducer keeps the ``(class_ref,
+    ctor_names)`` tuples it hands ``_rebuild`` (the class keeps them, not a global cache)."""
     lay = _fields.layout(cls)
     params = {}
     if lay.constructible:
@@ -208,10 +214,17 @@ def _fast_layout(cls):
         fields.append((name, name in lay.readonly, index, has_default, numeric))
     init = lay.bound.__dict__["__init__"] if lay.constructible else None
     own = Object.__dict__
-    return (lay.constructible, init, tuple(fields), tuple(lay.slots), _class_ref(cls),
+    class_ref = _class_ref(cls)
+    keys = cls.__dict__.get("__tether_rebuild_keys__")
+    if type(keys) is not list:
+        keys = []
+        setattr(cls, "__tether_rebuild_keys__", keys)
+    else:
+        keys.clear()  # a new layout (the class changed): new keys
+    return (lay.constructible, init, tuple(fields), tuple(lay.slots), class_ref,
             _lookup(cls, "__reduce__") is not own["__reduce__"],
             _lookup(cls, "__getstate__") is not own["__getstate__"],
-            _lookup(cls, "__setstate__") is not own["__setstate__"])
+            _lookup(cls, "__setstate__") is not own["__setstate__"], keys)
 
 
 # ---- classes pickle cannot name -------------------------------------------------------------

@@ -49,6 +49,20 @@ inline PyObject *type_lookup(PyTypeObject *type, PyObject *name) noexcept {
     return _PyType_Lookup(type, name);
 }
 
+/// A new reference to list[i], or null (no exception set) when i is out of range; safe while
+/// another thread resizes the list. Public API: PyList_GetItemRef (3.13+); before it, the GIL
+/// makes a borrowed item and its incref one step.
+inline PyObject *list_item_ref(PyObject *list, Py_ssize_t i) noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *r = PyList_GetItemRef(list, i);
+#else
+    PyObject *r = Py_XNewRef(PyList_GetItem(list, i));
+#endif
+    if (!r)
+        PyErr_Clear();
+    return r;
+}
+
 #if defined(Py_GIL_DISABLED)
 /// Mark `op` so that try_incref() from another thread is exact (its owner thread then merges
 /// refcounts before freeing it). Public API: PyUnstable_EnableTryIncRef (3.14+).

@@ -24,7 +24,8 @@ Times are the minimum over rounds, with the garbage collector disabled while tim
 ``timeit`` does); a vector ``dumps`` (about 10 us) is also timed as the mean of 100 calls in
 a row, where a single call mostly measures cold caches after the collection each round runs.
 ``python -m tether.bench.pickling [--quick]`` prints the table alone; ``python -m
-tether.bench`` prints it after the identity benchmark, with the machine.
+tether.bench`` runs it in a fresh interpreter (see measure_fresh) and prints it after the
+identity benchmark, with the machine.
 """
 from __future__ import annotations
 
@@ -232,6 +233,27 @@ def measure(quick: bool = False, log=lambda s: None) -> dict:
     wire = bytes(8 * n)
     out["copy_floor_s"] = _best(lambda: bytearray(wire), vrounds)  # one copy, fresh memory
     return out
+
+
+def measure_fresh(quick: bool = False, log=lambda s: None) -> dict:
+    """measure() in a fresh interpreter, as ``python -m tether.bench`` runs it. After the
+    identity phases (populations of 1e6 objects made and freed) the heap is fragmented, which
+    slows every allocation and the graph that allocates C++ objects as well as wrappers the
+    more: the phase measures pickling, not what ran before it."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "pickling.json")
+        cmd = [sys.executable, "-m", "tether.bench.pickling", "--json", path]
+        if quick:
+            cmd.append("--quick")
+        log("pickling (a fresh interpreter) ...")
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            return json.load(f)
 
 
 def _ratio(a, b) -> str:

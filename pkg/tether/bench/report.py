@@ -138,7 +138,7 @@ def run(cfg: dict, log=lambda s: None, gil: dict | None = None, with_spread: boo
     hb = tether.header_size()
     checks = targets.evaluate(times, scaling, small, big, mem, threads.free_threaded(),
                               out["threads"], out.get("spread"), gil["refuse_nanobind"])
-    out["pickling"] = pickling.measure(cfg["rounds"] < 50, log)  # tether.bench.pickling
+    out["pickling"] = pickling.measure_fresh(cfg["rounds"] < 50, log)  # tether.bench.pickling
     out["cycles"] = cycles.measure(cfg["rounds"] < 50, log)  # tether.bench.cycles
     out["machine"]["load_after"] = _load()
     out["times"] = {k: {"what": r.what, "min_ns": r.min, "median_ns": r.median,
