@@ -120,6 +120,48 @@ class TestQueueInProcess:
         assert ref() is None
 
 
+# ---- os.fork with releases still queued -----------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+class TestFork:
+    def test_fork_with_a_release_queued(self):
+        """A release queued when the process forks is applied once on each side: the child's
+        fresh queue takes the entry over (the drainer thread is not copied) and a thread of
+        the child can queue and have its release applied again."""
+        out = expect_clean_exit(run_child("""
+            import os, sys, time, weakref, tether, tether.testing as t
+            sys.setswitchinterval(30)            # the drainer cannot take the GIL until we wait
+            class Tagged(t.Inner): pass
+            s = Tagged(1); s.note = "x"; box = t.Box(s); gone = weakref.ref(s); del s
+            t.join_release_holding_gil(box)      # queued; the GIL never released since
+            pending = gone() is not None
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    tag = "child"
+                    print(tag, "pending at fork", pending, flush=True)
+                    tether.settle()
+                    print(tag, "released", gone() is None, tether.stats(), flush=True)
+                    s2 = Tagged(2); box2 = t.Box(s2); gone2 = weakref.ref(s2); del s2
+                    t.release_in_thread(box2)    # a new entry, on the child's own queue
+                    deadline = time.monotonic() + 10
+                    while gone2() is not None and time.monotonic() < deadline:
+                        time.sleep(0.001)        # the drainer, started again in the child
+                    print(tag, "second released", gone2() is None, flush=True)
+                finally:
+                    os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            tether.settle()
+            print("parent released", gone() is None, tether.stats(), "child status", status)
+        """))
+        assert "child pending at fork True" in out, out
+        assert "child released True" in out and "child second released True" in out, out
+        assert "parent released True" in out and "child status 0" in out, out
+        for side in ("child released True", "parent released True"):
+            line = next(x for x in out.splitlines() if x.startswith(side))
+            assert "'shared': 0" in line and "'orphaned': 0" in line, line
+
+
 # ---- finalization is a state, not a moment ------------------------------------------------
 
 class TestFinalization:
