@@ -174,6 +174,7 @@ struct Layout {
     // borrowed: the list cls.__tether_rebuild_keys__, holding each Names' (class_ref, ctor)
     // tuple. Kept by the class, not here: a key holds the class, which a process-wide cache
     // must not keep alive (the class, its dict and the list form a cycle the collector frees).
+    // Null for a class that refused the attribute: a fresh key per object.
     PyObject *keys = nullptr;
     std::vector<Entry> entries;    // declared fields, then Python slots
     std::vector<Names> names;      // per combination of entries present (mask), at most a few
@@ -234,7 +235,7 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     if (!info)
         return nullptr;
     if (!PyTuple_Check(info.p) || PyTuple_GET_SIZE(info.p) != 9 ||
-        !PyList_CheckExact(PyTuple_GET_ITEM(info.p, 8))) {
+        !(PyList_CheckExact(PyTuple_GET_ITEM(info.p, 8)) || PyTuple_GET_ITEM(info.p, 8) == Py_None)) {
         PyErr_SetString(PyExc_SystemError, "tether._pickle._fast_layout: bad result");
         return nullptr;
     }
@@ -248,7 +249,7 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     L->user_reduce = PyObject_IsTrue(it[5]) == 1;
     L->user_getstate = PyObject_IsTrue(it[6]) == 1;
     L->user_setstate = PyObject_IsTrue(it[7]) == 1;
-    L->keys = it[8];
+    L->keys = it[8] == Py_None ? nullptr : it[8];
     L->dict = has_dict(tp);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); ++i) {
         PyObject *f = PyTuple_GET_ITEM(fields, i); // (name, readonly, param, default, numeric)
@@ -528,7 +529,7 @@ int set_entry_value(PyObject *self, const Entry &e, PyObject *v) {
 
 /// The key tuple of `n`, new reference, if L.keys still holds it where it was put; else null.
 PyObject *cached_key(Layout &L, const Names &n) {
-    if (n.key < 0)
+    if (n.key < 0 || !L.keys)
         return nullptr;
     PyObject *k = py::compat::list_item_ref(L.keys, n.key);
     if (k && PyTuple_CheckExact(k) && PyTuple_GET_SIZE(k) == 2 &&
@@ -598,7 +599,7 @@ bool names_for(Layout &L, const V &ctor, const V &state,
             n = &L.names.back();
         }
         // A key is put in the list once per Names: a list someone changed is not refilled.
-        if (n && k && n->key < 0 && n->ctor.p == c.p) {
+        if (n && k && L.keys && n->key < 0 && n->ctor.p == c.p) {
             Py_ssize_t at = PyList_Size(L.keys);
             if (PyList_Append(L.keys, k.p) == 0) // frees nothing: runs no Python code
                 n->key = at;
@@ -699,7 +700,7 @@ PyObject *reduce_impl(PyObject *self, int protocol) {
         return raise_not_constructible(tp);
     // cls.__dict__ holds it now (the version matched); reading fields may run Python code
     // that replaces it, so it is held until names_for has used it
-    Ref_ keys(Py_NewRef(L->keys));
+    Ref_ keys(Py_XNewRef(L->keys));
     PyObject *rebuild = g_rebuild;
     Parts P;
     if (!read_parts(self, *L, protocol, P))

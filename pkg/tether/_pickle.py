@@ -193,7 +193,8 @@ def _fast_layout(cls):
     user_setstate, keys)``, ``fields`` a tuple of ``(name, readonly, param, has_default,
     numeric)`` (``param`` the index of the constructor parameter of that name, or -1);
     ``keys`` the list in ``cls.__dict__`` where the reducer keeps the ``(class_ref,
-    ctor_names)`` tuples it hands ``_rebuild`` (the class keeps them, not a global cache)."""
+    ctor_names)`` tuples it hands ``_rebuild`` (the class keeps them, not a global cache), or
+    None if the class cannot take one."""
     lay = _fields.layout(cls)
     params = {}
     if lay.constructible:
@@ -218,7 +219,10 @@ def _fast_layout(cls):
     keys = cls.__dict__.get("__tether_rebuild_keys__")
     if type(keys) is not list:
         keys = []
-        setattr(cls, "__tether_rebuild_keys__", keys)
+        try:
+            setattr(cls, "__tether_rebuild_keys__", keys)
+        except (AttributeError, TypeError):  # a metaclass that refuses: a key per object
+            keys = None
     else:
         keys.clear()  # a new layout (the class changed): new keys
     return (lay.constructible, init, tuple(fields), tuple(lay.slots), class_ref,
