@@ -808,6 +808,53 @@ class TestThreads:
             th.join()
         assert not errors
 
+    def test_first_pickles_of_new_classes_race(self):
+        """Threads pickle objects of classes nobody has pickled yet while another thread keeps
+        spoiling the classes' key lists: layouts, name tuples and keys are all made and read
+        under contention (the free-threaded build's case), and every message still loads
+        with its sharing."""
+        classes = []
+        for i in range(8):
+            C = type("Race%d" % i, (t.Paragraph,), {"__module__": __name__})
+            globals()[C.__name__] = C
+            classes.append(C)
+        barrier = threading.Barrier(5)
+        stop = threading.Event()
+        errors = []
+
+        def work(k):
+            try:
+                barrier.wait()
+                for _ in range(30):
+                    objs = [C("x%d" % k) for C in classes]
+                    back = pickle.loads(pickle.dumps(objs + objs, 5))
+                    assert [type(o) for o in back[:8]] == classes and back[0] is back[8]
+                    assert all(o.text == "x%d" % k for o in back)
+            except Exception as ex:  # pragma: no cover - reported below
+                errors.append(ex)
+
+        def spoil():
+            barrier.wait()
+            while not stop.is_set():
+                for C in classes:
+                    keys = C.__dict__.get("__tether_rebuild_keys__")
+                    if keys is not None:
+                        keys[:] = [None, (C, ("text",))]
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        spoiler = threading.Thread(target=spoil)
+        try:
+            for th in threads + [spoiler]:
+                th.start()
+            for th in threads:
+                th.join()
+        finally:
+            stop.set()
+            spoiler.join()
+            for C in classes:
+                del globals()[C.__name__]
+        assert not errors, errors[0]
+
 
 class TestDaskToken:
     def test_deterministic_and_content_based(self):
