@@ -66,16 +66,21 @@ class TestFormat:
 
     def test_key_is_kept_by_the_class(self):
         """The (cls, names) key lives in the class's own dict: a class that goes away is
-        freed with it (a process-wide cache would keep it alive)."""
-        def make():
+        freed with it (a process-wide cache would keep it alive). Compared with a class never
+        pickled, made the same way: 3.13t can keep both alive for a while after other threads
+        ran (seen after a ProcessPoolExecutor), which is not tether's doing."""
+        def make(pickled):
             class Local(t.Paragraph):
                 pass
-            Local("x").__reduce_ex__(5)
-            assert Local.__dict__["__tether_rebuild_keys__"][0][1] == ("text",)
+            Local("x").__reduce_ex__(5) if pickled else Local("x")
+            if pickled:
+                assert Local.__dict__["__tether_rebuild_keys__"][0][1] == ("text",)
             return weakref.ref(Local)
-        ref = make()
+        control, ref = make(False), make(True)
         for _ in range(3):
             gc.collect()
+        if control() is not None:
+            pytest.skip("this interpreter keeps a class never pickled alive here too")
         assert ref() is None
 
     def test_key_list_tampered_with(self):
