@@ -222,8 +222,8 @@ def _fast_layout(cls):
         try:
             setattr(cls, "__tether_rebuild_keys__", keys)
         except (AttributeError, TypeError):
-            # A class that refuses it, or an allocation that failed inside (3.13t's type
-            # setattr reports that as AttributeError): a fresh key per object, uncached.
+            # A class that refuses it, or an allocation that failed inside (CPython 3.13+'s
+            # type setattr reports that as AttributeError): a fresh key per object, uncached.
             keys = None
     else:
         keys.clear()  # a new layout (the class changed): new keys
