@@ -309,7 +309,9 @@ std::shared_ptr<Layout> layout_of(PyTypeObject *tp) {
     std::shared_ptr<Layout> L = compute_layout(tp);
     if (!L)
         return nullptr;
-    if (L->version != 0 && L->version == version_of(tp)) {
+    // Without its key list (an allocation failed while the class was given one) the layout
+    // serves this call only: the next one tries again.
+    if (L->version != 0 && L->version == version_of(tp) && L->keys) {
         MaybeLock lock(g_layouts_mutex);
         if (g_layouts.size() > 4096) // dead classes leave entries behind: start afresh
             g_layouts.clear();
