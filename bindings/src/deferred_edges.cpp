@@ -48,6 +48,36 @@ thread_local bool t_draining = false;
 
 Queue &queue() noexcept { return *g_queue.load(std::memory_order_acquire); }
 
+/// Locks a queue's mutex. On free-threaded builds a thread attached to the interpreter waits
+/// for it detached: os.fork holds the mutex (before_fork) and then stops the world, which
+/// waits for every attached thread; the drainer blocked here attached would never stop.
+void lock_queue(std::mutex &m) noexcept {
+#if defined(Py_GIL_DISABLED)
+    if (m.try_lock())
+        return;
+    if (compat::thread_can_run_python()) {
+        // Attaching again with the mutex held is safe: no thread stops the world while
+        // waiting for this mutex (before_fork takes it before os.fork stops the world).
+        Py_BEGIN_ALLOW_THREADS
+        m.lock();
+        Py_END_ALLOW_THREADS
+        return;
+    }
+#endif
+    m.lock();
+}
+
+/// Holds a queue's mutex, taken by lock_queue().
+class QueueLock {
+    std::mutex &m_;
+
+public:
+    explicit QueueLock(std::mutex &m) noexcept : m_(m) { lock_queue(m_); }
+    ~QueueLock() { m_.unlock(); }
+    QueueLock(const QueueLock &) = delete;
+    QueueLock &operator=(const QueueLock &) = delete;
+};
+
 /// Python runs normally: the drainer may attach and E1 may wait for it.
 bool python_runs(const Queue &q) noexcept {
     return g_state.load(std::memory_order_acquire) == OPEN && !q.stop &&
@@ -74,7 +104,7 @@ void drainer_main(Queue *q) noexcept {
 /// Appends an entry; its ticket, or 0 if the queue cannot take it (gone: `*gone` set).
 uint64_t push(Object *obj, bool share, bool *gone) noexcept {
     Queue &q = queue();
-    std::lock_guard<std::mutex> lock(q.mutex);
+    QueueLock lock(q.mutex);
     // Not Py_IsInitialized(): Py_FinalizeEx clears it as it begins, while Python code of the
     // teardown still uses every wrapper. GONE is set by the Py_AtExit callback, after it.
     *gone = g_state.load(std::memory_order_acquire) == GONE;
@@ -119,7 +149,7 @@ void apply_all() noexcept {
     for (;;) {
         std::vector<Entry> batch;
         {
-            std::lock_guard<std::mutex> lock(q.mutex);
+            QueueLock lock(q.mutex);
             if (q.entries.empty()) {
                 g_pending.store(false, std::memory_order_relaxed);
                 break;
@@ -133,7 +163,7 @@ void apply_all() noexcept {
         {
             // Another thread may still apply an earlier batch: tickets count as done only
             // once no batch is in flight.
-            std::lock_guard<std::mutex> lock(q.mutex);
+            QueueLock lock(q.mutex);
             if (--q.batches_in_flight == 0)
                 q.done = q.taken;
         }
@@ -150,7 +180,7 @@ PyObject *on_atexit(PyObject *, PyObject *) noexcept {
     Queue &q = queue();
     std::thread *drainer;
     {
-        std::lock_guard<std::mutex> lock(q.mutex);
+        QueueLock lock(q.mutex);
         q.stop = true;
         drainer = q.drainer;
         q.drainer = nullptr;
@@ -169,7 +199,7 @@ PyObject *on_atexit(PyObject *, PyObject *) noexcept {
     delete drainer;
     apply_all(); // E1 threads waiting now get their entries applied
     {
-        std::lock_guard<std::mutex> lock(q.mutex);
+        QueueLock lock(q.mutex);
         g_state.store(FINALIZING, std::memory_order_release);
     }
     q.applied.notify_all(); // anyone who queued after apply_all stops waiting
@@ -181,7 +211,7 @@ PyObject *on_atexit(PyObject *, PyObject *) noexcept {
 void on_interpreter_gone() noexcept {
     Queue &q = queue();
     {
-        std::lock_guard<std::mutex> lock(q.mutex);
+        QueueLock lock(q.mutex);
         g_state.store(GONE, std::memory_order_release);
     }
     q.applied.notify_all();
@@ -189,7 +219,9 @@ void on_interpreter_gone() noexcept {
 }
 
 PyObject *before_fork(PyObject *, PyObject *) noexcept {
-    queue().mutex.lock(); // no C++ thread is half-way through a push when the child copies
+    // No C++ thread is half-way through a push when the child copies; held through the fork
+    // (after_fork_in_parent unlocks, the child takes a fresh queue).
+    lock_queue(queue().mutex);
     Py_RETURN_NONE;
 }
 PyObject *after_fork_in_parent(PyObject *, PyObject *) noexcept {
@@ -251,7 +283,7 @@ Outcome defer_share(Object *obj) noexcept {
 
 bool begin_python_call() noexcept {
     Queue &q = queue();
-    std::lock_guard<std::mutex> lock(q.mutex);
+    QueueLock lock(q.mutex);
     if (!python_runs(q))
         return false;
     ++q.python_calls;
@@ -261,7 +293,7 @@ bool begin_python_call() noexcept {
 void end_python_call() noexcept {
     Queue &q = queue();
     {
-        std::lock_guard<std::mutex> lock(q.mutex);
+        QueueLock lock(q.mutex);
         --q.python_calls;
     }
     q.applied.notify_all();
@@ -276,7 +308,7 @@ void drain_if_pending() noexcept {
 
 size_t pending_count() noexcept {
     Queue &q = queue();
-    std::lock_guard<std::mutex> lock(q.mutex);
+    QueueLock lock(q.mutex);
     return q.entries.size();
 }
 
