@@ -153,7 +153,9 @@ class TestFork:
                 finally:
                     os._exit(0)
             _, status = os.waitpid(pid, 0)
-            tether.settle()
+            deadline = time.monotonic() + 10     # 3.13t: the drainer may be applying it now
+            while gone() is not None and time.monotonic() < deadline:
+                tether.settle(); time.sleep(0.001)
             print("parent released", gone() is None, tether.stats(), "child status", status)
         """))
         # With the GIL the drainer cannot run before the fork; without it, it nearly never does
