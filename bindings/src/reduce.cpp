@@ -234,8 +234,10 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     Ref_ info(PyObject_CallOneArg(g_fast_layout, reinterpret_cast<PyObject *>(tp)));
     if (!info)
         return nullptr;
-    if (!PyTuple_Check(info.p) || PyTuple_GET_SIZE(info.p) != 9 ||
-        !(PyList_CheckExact(PyTuple_GET_ITEM(info.p, 8)) || PyTuple_GET_ITEM(info.p, 8) == Py_None)) {
+    PyObject *keys = PyTuple_Check(info.p) && PyTuple_GET_SIZE(info.p) == 9
+                         ? PyTuple_GET_ITEM(info.p, 8)
+                         : nullptr;
+    if (!keys || !(PyList_CheckExact(keys) || keys == Py_None)) {
         PyErr_SetString(PyExc_SystemError, "tether._pickle._fast_layout: bad result");
         return nullptr;
     }
@@ -249,7 +251,7 @@ std::shared_ptr<Layout> compute_layout(PyTypeObject *tp) {
     L->user_reduce = PyObject_IsTrue(it[5]) == 1;
     L->user_getstate = PyObject_IsTrue(it[6]) == 1;
     L->user_setstate = PyObject_IsTrue(it[7]) == 1;
-    L->keys = it[8] == Py_None ? nullptr : it[8];
+    L->keys = keys == Py_None ? nullptr : keys;
     L->dict = has_dict(tp);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); ++i) {
         PyObject *f = PyTuple_GET_ITEM(fields, i); // (name, readonly, param, default, numeric)
@@ -541,6 +543,14 @@ PyObject *cached_key(Layout &L, const Names &n) {
     return nullptr;
 }
 
+/// The cached names of the combination `mask`, or null (L.mutex held).
+Names *find_names(Layout &L, uint64_t mask) {
+    for (Names &n : L.names)
+        if (n.mask == mask)
+            return &n;
+    return nullptr;
+}
+
 /// The (ctor_names, state_names) tuples for the entries in `ctor` and `state` (indices), and
 /// the key (class_ref, ctor_names) if `key` is given, cached per mask so that every object of
 /// the type refers to the same tuples.
@@ -556,11 +566,7 @@ bool names_for(Layout &L, const V &ctor, const V &state,
         for (int i : state)
             mask |= uint64_t(1) << (i + 32);
         MaybeLock lock(L.mutex);
-        for (Names &n : L.names)
-            if (n.mask == mask) {
-                found = &n;
-                break;
-            }
+        found = find_names(L, mask);
         if (found && (!key || (*key = cached_key(L, *found)))) {
             *ctor_names = Py_NewRef(found->ctor.p);
             *state_names = Py_NewRef(found->state.p);
@@ -590,12 +596,7 @@ bool names_for(Layout &L, const V &ctor, const V &state,
     }
     if (cacheable) {
         MaybeLock lock(L.mutex);
-        Names *n = nullptr;
-        for (Names &m : L.names)
-            if (m.mask == mask) {
-                n = &m;
-                break;
-            }
+        Names *n = find_names(L, mask);
         if (!n && L.names.size() < L.names.capacity()) {
             L.names.push_back(Names{mask, Ref_(Py_NewRef(c.p)), Ref_(Py_NewRef(s.p)), -1});
             n = &L.names.back();
