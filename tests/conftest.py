@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fixtures shared by tether's tests: junk allocation, leak accounting and stats checks."""
 import gc
+import sysconfig
 
 import pytest
 
 import tether
 from tether import testing as t
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def collect():

@@ -9,9 +9,8 @@ import sysconfig
 import pytest
 
 from cmake_build import tether_nanobind_version
+from conftest import FREE_THREADED
 from tether.bench import targets, threads, verdict
-
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ Size: WALKER_TRIALS / COPIER_TRIALS trials (the whole file well under 60 s on 2 
 import gc
 import os
 import sys
-import sysconfig
 import threading
 import time
 import weakref
@@ -24,12 +23,11 @@ import pytest
 import tether
 from tether import testing as t
 
-from conftest import assert_stats, collect
+from conftest import FREE_THREADED, assert_stats, collect
 
 NIGHTLY = os.environ.get("TETHER_STRESS") == "nightly"
 WALKER_TRIALS = 1000 if NIGHTLY else 100
 COPIER_TRIALS = 600 if NIGHTLY else 60
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 HAVE_GC = 1 << 14  # Py_TPFLAGS_HAVE_GC
 
 

@@ -12,7 +12,6 @@ Each scenario that could hang or crash runs in a child interpreter with a timeou
 import os
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 import weakref
@@ -22,10 +21,9 @@ import pytest
 import tether
 from tether import testing as t
 
-from conftest import collect
+from conftest import FREE_THREADED, collect
 
 TIMEOUT = 60
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def run_child(code, timeout=TIMEOUT):
